@@ -194,7 +194,7 @@ pub const MAX_MEMORY_RANGES: usize = 64;
 /// What stage2 hands the kernel (pointer in RDI at the kernel's entry). It
 /// lives in the kernel region, below [`KernelBootInfo::free_base`].
 #[repr(C)]
-#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct KernelBootInfo {
     /// [`KERNEL_BOOT_INFO_MAGIC`].
     pub magic: u64,

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod boot;
+pub mod cpuid_page;
 pub mod elf;
 pub mod layout;
 pub mod paging;

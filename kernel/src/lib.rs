@@ -1,0 +1,22 @@
+//! The SVSM kernel.
+//!
+//! Runs at VMPL0 on SNP (or as the hypervisor of the guest on the dev
+//! platform) and serves the guest's SVSM calls. The library holds the
+//! kernel's logic and builds on the host too, so `cargo test` runs its unit
+//! tests there; the bare-metal binary (`src/main.rs`) adds the entry point,
+//! and tests that need the real machine run inside the booted kernel
+//! ([`testing`]).
+
+#![cfg_attr(target_os = "none", no_std)]
+
+extern crate alloc;
+
+pub mod console;
+pub mod cpu;
+pub mod mm;
+pub mod testing;
+
+#[cfg(target_os = "none")]
+pub mod boot;
+#[cfg(target_os = "none")]
+pub mod platform;
