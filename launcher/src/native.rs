@@ -225,3 +225,62 @@ pub fn boot(
     log::info!("native boot ended after {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
     Ok(ending)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample;
+
+    #[test]
+    fn the_project_start_context_becomes_flat_32_bit_protected_mode() {
+        let igvm = sample::sample_file(&[0xF4]);
+        let options = NativeOptions { memory: 64 << 20, cpus: 1, timeout: Duration::from_secs(1) };
+        let (_, plan) = prepare(&igvm, &options).unwrap();
+        let StartContext::Native(c) = &plan.start else { panic!("native plan") };
+        let mut regs = kvm_regs::default();
+        let mut sregs = kvm_sregs::default();
+        apply_native_context(c, &mut regs, &mut sregs);
+        let cs = sregs.cs;
+        assert_eq!((cs.selector, cs.type_, cs.s, cs.present, cs.dpl), (8, 0xb, 1, 1, 0));
+        assert_eq!((cs.db, cs.l, cs.g, cs.limit, cs.unusable), (1, 0, 1, 0xffff_ffff, 0));
+        for data in [sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss] {
+            assert_eq!((data.selector, data.type_, data.db, data.g), (0x10, 3, 1, 1));
+        }
+        assert_eq!((sregs.cr0, sregs.cr4, sregs.efer), (0x31, 0, 0));
+        assert_eq!(
+            (regs.rip, regs.rsp, regs.rflags),
+            (sample::CODE_GPA, sample::STACK_GPA + 0x1000, 2)
+        );
+    }
+
+    #[test]
+    fn attribute_words_decode_as_descriptors() {
+        let long = segment(8, 0, 0xffff_ffff, 0xa09b);
+        assert_eq!((long.l, long.db, long.g), (1, 0, 1));
+        let absent = segment(0, 0, 0, 0x0013);
+        assert_eq!((absent.present, absent.unusable), (0, 1));
+        let user = segment(0x2b, 0, 0xffff, 0x00f3);
+        assert_eq!(user.dpl, 3);
+    }
+
+    #[test]
+    fn more_than_one_vcpu_is_refused_with_the_reason() {
+        let igvm = sample::sample_file(&[0xF4]);
+        let options = NativeOptions { memory: 64 << 20, cpus: 2, timeout: Duration::from_secs(1) };
+        let err = prepare(&igvm, &options).unwrap_err();
+        assert!(err.to_string().contains("one vCPU"), "{err}");
+    }
+
+    #[test]
+    fn load_memory_copies_every_import() {
+        let igvm = sample::sample_file(&sample::smoke_guest());
+        let options = NativeOptions { memory: 64 << 20, cpus: 1, timeout: Duration::from_secs(1) };
+        let (layout, plan) = prepare(&igvm, &options).unwrap();
+        let mut memory = GuestMemory::new(&layout).unwrap();
+        load_memory(&plan, &mut memory).unwrap();
+        let code = sample::smoke_guest();
+        assert_eq!(memory.slice(sample::CODE_GPA, code.len() as u64).unwrap(), &code[..]);
+        assert_eq!(memory.slice(sample::GENERAL_PARAMS_GPA, 4).unwrap(), &[1, 0, 0, 0]);
+        assert_eq!(memory.slice(sample::UNMEASURED_GPA, 10).unwrap(), b"unmeasured");
+    }
+}
