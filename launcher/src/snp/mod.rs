@@ -389,8 +389,11 @@ pub fn boot(
     // Guest memory is declared before the VM so that it outlives the slots.
     let mut memory = GuestMemory::new(&prepared.layout).map_err(SnpError::Memory)?;
     let mut vm = kvm::KvmSnp::create()?;
-    let planes = match (report.planes_available(), options.planes) {
+    // The plane count is a property of the VM type, so ask the SNP VM too.
+    let vm_planes = planes::supports_vmpl2(vm.control().check_extension(planes::KVM_CAP_PLANES));
+    let planes = match (report.planes_available() || vm_planes, options.planes) {
         (true, PlanesMode::Auto | PlanesMode::Require) => Some(planes::Planes::new()),
+        (false, PlanesMode::Require) => return Err(SnpError::Preflight(report)),
         _ => None,
     };
     launch(&mut vm, &prepared, &mut memory, &options.host_data)?;
