@@ -1,0 +1,144 @@
+//! Startup, Shutdown and the self-test commands.
+
+use crate::constants::*;
+use crate::dispatch::Cmd;
+use crate::marshal::Reader;
+use crate::pcr::Pcrs;
+use crate::rc::*;
+use crate::session::SessionSlot;
+use crate::state::{SavedState, Tpm};
+
+use super::end;
+
+/// TPM2_Startup.
+pub fn startup(tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<()> {
+    let su = r.u16().param(1)?;
+    end(r)?;
+    if tpm.started {
+        return Err(TPM_RC_INITIALIZE);
+    }
+    match su {
+        TPM_SU_CLEAR => {}
+        TPM_SU_STATE if tpm.saved_state.is_some() => {}
+        _ => return Err(at_param(TPM_RC_VALUE, 1)),
+    }
+    let saved = tpm.saved_state.take();
+    match (su, saved) {
+        (TPM_SU_STATE, Some(saved)) => {
+            // TPM Resume.
+            tpm.pcrs = saved.pcrs;
+            // Only PCR 0-15 are saved (TPM_PT_PCR_SAVE); the others restart.
+            let fresh = Pcrs::new(&tpm.pcr_allocation);
+            for (bank, new) in tpm.pcrs.banks.iter_mut().zip(fresh.banks) {
+                bank.values[16..].clone_from_slice(&new.values[16..]);
+            }
+            tpm.clock.restart_count = tpm.clock.restart_count.wrapping_add(1);
+        }
+        (_, saved) => {
+            if saved.is_some() {
+                // TPM Restart.
+                tpm.clock.restart_count = tpm.clock.restart_count.wrapping_add(1);
+            } else {
+                tpm_reset(tpm);
+            }
+            reset_pcrs(tpm, c.locality);
+            tpm.hier.platform = Default::default();
+            tpm.hier.ph_enable = true;
+            tpm.hier.sh_enable = true;
+            tpm.hier.eh_enable = true;
+            tpm.hier.ph_enable_nv = true;
+            for nv in tpm.nv.values_mut() {
+                let a = &mut nv.public.attributes;
+                if *a & NV_WRITE_STCLEAR != 0 {
+                    *a &= !NV_WRITELOCKED;
+                }
+                if *a & NV_READ_STCLEAR != 0 {
+                    *a &= !NV_READLOCKED;
+                }
+                if *a & NV_CLEAR_STCLEAR != 0 {
+                    *a &= !NV_WRITTEN;
+                }
+            }
+        }
+    }
+    tpm.global_write_lock = false;
+    tpm.orderly = false;
+    tpm.started = true;
+    Ok(())
+}
+
+/// TPM Reset: new null hierarchy, counters, and all saved contexts become invalid.
+fn tpm_reset(tpm: &mut Tpm) {
+    tpm.clock.reset_count = tpm.clock.reset_count.wrapping_add(1);
+    tpm.clock.restart_count = 0;
+    let mut fresh = zeroize::Zeroizing::new([0u8; crate::state::SEED_SIZE]);
+    tpm.random(&mut fresh[..]);
+    tpm.hier.null_seed = fresh.clone();
+    tpm.random(&mut fresh[..]);
+    tpm.hier.null_proof = fresh.clone();
+    tpm.random(&mut fresh[..]);
+    tpm.context_proof = fresh;
+    tpm.sessions.clear();
+    tpm.da.lockout_auth_blocked_until = None;
+}
+
+/// PCRs to their reset values; PCR 0 records a locality-3 startup or keeps an H-CRTM value.
+fn reset_pcrs(tpm: &mut Tpm, locality: u8) {
+    let keep0 = tpm.hcrtm_done;
+    let old0: Vec<Vec<u8>> = tpm.pcrs.banks.iter().map(|b| b.values[0].clone()).collect();
+    let counter = tpm.pcrs.update_counter;
+    tpm.pcrs = Pcrs::new(&tpm.pcr_allocation);
+    tpm.pcrs.update_counter = counter;
+    for (bank, old) in tpm.pcrs.banks.iter_mut().zip(old0) {
+        if keep0 {
+            bank.values[0] = old;
+        } else if locality == 3 {
+            let last = bank.values[0].len() - 1;
+            bank.values[0][last] = 3;
+        }
+    }
+}
+
+use alloc::vec::Vec;
+
+/// TPM2_Shutdown.
+pub fn shutdown(tpm: &mut Tpm, _c: &mut Cmd, r: &mut Reader) -> TpmResult<()> {
+    let su = r.u16().param(1)?;
+    end(r)?;
+    match su {
+        TPM_SU_CLEAR => tpm.saved_state = None,
+        TPM_SU_STATE => tpm.saved_state = Some(SavedState { pcrs: tpm.pcrs.clone() }),
+        _ => return Err(at_param(TPM_RC_VALUE, 1)),
+    }
+    // Sessions that are still loaded do not survive the power cycle anyway.
+    tpm.sessions.retain(|_, s| matches!(s, SessionSlot::Saved { .. }) || su == TPM_SU_STATE);
+    tpm.orderly = true;
+    Ok(())
+}
+
+/// TPM2_SelfTest: all algorithms were tested at power-on (they are software).
+pub fn self_test(_tpm: &mut Tpm, _c: &mut Cmd, r: &mut Reader) -> TpmResult<()> {
+    r.bool().param(1)?;
+    end(r)
+}
+
+/// TPM2_IncrementalSelfTest: nothing is left to test.
+pub fn incremental_self_test(_tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<()> {
+    let count = r.u32().param(1)?;
+    if count > 64 {
+        return Err(at_param(TPM_RC_SIZE, 1));
+    }
+    for _ in 0..count {
+        r.u16().param(1)?;
+    }
+    end(r)?;
+    c.out.u32(0);
+    Ok(())
+}
+
+/// TPM2_GetTestResult.
+pub fn get_test_result(tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<()> {
+    end(r)?;
+    c.out.u16(0).u32(if tpm.failure { TPM_RC_FAILURE } else { TPM_RC_SUCCESS });
+    Ok(())
+}

@@ -1,0 +1,377 @@
+//! Command execution: header checks, the command table (handle kinds, authorization roles,
+//! parameter-encryption capabilities, TPMA_CC), handle validation, then authorization
+//! (auth.rs), the command handler, and the response with its authorization area.
+
+use alloc::vec::Vec;
+
+use crate::auth::{AuthArea, Role};
+use crate::commands::*;
+use crate::constants::*;
+use crate::marshal::{Reader, Writer};
+use crate::rc::*;
+use crate::state::Tpm;
+use crate::{ClientId, error_response};
+
+/// Largest command or response.
+pub const MAX_COMMAND_SIZE: usize = 4096;
+
+/// What a handle in the handle area may be (TPMI_* types), for unmarshal validation.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum H {
+    /// TPMI_DH_OBJECT (transient or persistent), `+` NULL allowed.
+    Object {
+        null: bool,
+    },
+    /// TPMI_DH_ENTITY, `+` NULL allowed.
+    Entity {
+        null: bool,
+    },
+    /// TPMI_RH_HIERARCHY (owner, endorsement, platform), `+` NULL allowed.
+    Hierarchy {
+        null: bool,
+    },
+    /// TPMI_RH_PROVISION (owner, platform).
+    Provision,
+    /// TPMI_RH_CLEAR (lockout, platform).
+    Clear,
+    Lockout,
+    Platform,
+    Endorsement,
+    /// TPMI_RH_HIERARCHY_AUTH (owner, endorsement, platform, lockout); also _POLICY.
+    HierarchyAuth,
+    /// TPMI_RH_ENABLES (owner, endorsement, platform, platform NV).
+    Enables,
+    /// TPMI_RH_NV_AUTH (platform, owner, NV index).
+    NvAuth,
+    /// TPMI_RH_NV_INDEX.
+    NvIndex,
+    /// TPMI_DH_PCR, `+` NULL allowed.
+    Pcr {
+        null: bool,
+    },
+    /// TPMI_SH_POLICY.
+    PolicySession,
+    /// TPMI_DH_SAVED-like for ContextSave: transient object or session (TPMI_DH_CONTEXT).
+    Context,
+}
+
+/// NV data access implied by a command's authorization of an NV index.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum NvAccess {
+    None,
+    Read,
+    Write,
+}
+
+pub type Handler = fn(&mut Tpm, &mut Cmd, &mut Reader) -> TpmResult<()>;
+
+/// One row of the command table.
+pub struct Spec {
+    pub cc: u32,
+    pub handles: &'static [(H, Role)],
+    pub rsp_handle: bool,
+    /// The first command parameter is a TPM2B (may be encrypted).
+    pub decrypt: bool,
+    /// The first response parameter is a TPM2B (may be encrypted).
+    pub encrypt: bool,
+    pub nv_access: NvAccess,
+    /// TPMA_CC flags beyond handle counts: bit 22 nv, 23 extensive, 24 flushed.
+    pub flags: u32,
+    pub handler: Handler,
+}
+
+pub const F_NV: u32 = 1 << 22;
+pub const F_EXTENSIVE: u32 = 1 << 23;
+pub const F_FLUSHED: u32 = 1 << 24;
+
+impl Spec {
+    /// TPMA_CC for GetCapability(TPM_CAP_COMMANDS).
+    pub fn tpma_cc(&self) -> u32 {
+        (self.cc & 0xFFFF)
+            | self.flags
+            | ((self.handles.len() as u32) << 25)
+            | (u32::from(self.rsp_handle) << 28)
+    }
+}
+
+/// State of one command in execution, shared with its handler.
+pub struct Cmd {
+    pub client: ClientId,
+    pub locality: u8,
+    pub cc: u32,
+    pub handles: Vec<u32>,
+    /// Output: the response handle (if the command has one) and the response parameters.
+    pub out_handle: Option<u32>,
+    pub out: Writer,
+    /// For each handle: whether it was authorized with a policy session.
+    pub auth_was_policy: Vec<bool>,
+    /// Set by a handler when it flushed/changed what a session is bound to etc.
+    pub skip_response_sessions: bool,
+}
+
+macro_rules! spec {
+    ($cc:expr, [$($h:expr),*], $rh:expr, $dec:expr, $enc:expr, $nv:expr, $flags:expr, $f:path) => {
+        Spec {
+            cc: $cc,
+            handles: &[$($h),*],
+            rsp_handle: $rh,
+            decrypt: $dec,
+            encrypt: $enc,
+            nv_access: $nv,
+            flags: $flags,
+            handler: $f,
+        }
+    };
+}
+
+use H::*;
+use NvAccess as N;
+use Role::*;
+
+/// Every implemented command, sorted by command code (GetCapability lists it as is).
+pub static COMMANDS: &[Spec] = &[
+    spec!(0x128, [(Provision, User)], false, false, false, N::None, F_NV, clock::clock_set),
+    spec!(0x12B, [(Platform, User)], false, false, false, N::None, F_NV, pcr::allocate),
+    spec!(0x130, [(Provision, User)], false, false, false, N::None, 0, clock::clock_rate_adjust),
+    spec!(0x13C, [(Pcr { null: true }, User)], false, true, false, N::None, 0, pcr::event),
+    spec!(0x13D, [(Pcr { null: false }, User)], false, false, false, N::None, 0, pcr::reset),
+    spec!(0x142, [], false, false, false, N::None, 0, startup::incremental_self_test),
+    spec!(0x143, [], false, false, false, N::None, 0, startup::self_test),
+    spec!(0x144, [], false, false, false, N::None, F_NV, startup::startup),
+    spec!(0x145, [], false, false, false, N::None, F_NV, startup::shutdown),
+    spec!(0x146, [], false, true, false, N::None, 0, random::stir_random),
+    spec!(0x17A, [], false, false, false, N::None, 0, crate::capability::get_capability),
+    spec!(0x17B, [], false, false, true, N::None, 0, random::get_random),
+    spec!(0x17C, [], false, false, true, N::None, 0, startup::get_test_result),
+    spec!(0x17E, [], false, false, false, N::None, 0, pcr::read),
+    spec!(0x181, [], false, false, false, N::None, 0, clock::read_clock),
+    spec!(0x182, [(Pcr { null: true }, User)], false, false, false, N::None, 0, pcr::extend),
+    spec!(0x18A, [], false, false, false, N::None, 0, crate::capability::test_parms),
+];
+
+pub fn find(cc: u32) -> Option<&'static Spec> {
+    COMMANDS.binary_search_by_key(&cc, |s| s.cc).ok().map(|i| &COMMANDS[i])
+}
+
+impl Tpm {
+    /// Executes one command from `client` at `locality`; always returns a well-formed response
+    /// (never panics, whatever the bytes).
+    pub fn execute(&mut self, client: ClientId, locality: u8, command: &[u8]) -> Vec<u8> {
+        match self.execute_inner(client, locality, command) {
+            Ok(rsp) => rsp,
+            Err(rc) => {
+                let tag =
+                    if rc == TPM_RC_BAD_TAG { TPM_ST_RSP_COMMAND } else { TPM_ST_NO_SESSIONS };
+                error_response(tag, rc)
+            }
+        }
+    }
+
+    fn execute_inner(
+        &mut self,
+        client: ClientId,
+        locality: u8,
+        command: &[u8],
+    ) -> TpmResult<Vec<u8>> {
+        // Part 3 §5.2: header.
+        let mut r = Reader::new(command);
+        let tag = r.u16().map_err(|_| TPM_RC_BAD_TAG)?;
+        if tag != TPM_ST_SESSIONS && tag != TPM_ST_NO_SESSIONS {
+            return Err(TPM_RC_BAD_TAG);
+        }
+        let size = r.u32().map_err(|_| TPM_RC_COMMAND_SIZE)? as usize;
+        if size != command.len() || !(10..=MAX_COMMAND_SIZE).contains(&size) {
+            return Err(TPM_RC_COMMAND_SIZE);
+        }
+        let cc = r.u32()?;
+        let spec = find(cc).ok_or(TPM_RC_COMMAND_CODE)?;
+        // §5.3: mode checks.
+        if !self.powered {
+            return Err(TPM_RC_FAILURE);
+        }
+        if self.failure && cc != TPM_CC_GET_TEST_RESULT && cc != TPM_CC_GET_CAPABILITY {
+            return Err(TPM_RC_FAILURE);
+        }
+        if !self.started && cc != TPM_CC_STARTUP {
+            return Err(TPM_RC_INITIALIZE);
+        }
+        self.update_time();
+        // §5.4: handles.
+        let mut handles = Vec::with_capacity(spec.handles.len());
+        for (i, (kind, _)) in spec.handles.iter().enumerate() {
+            let h = r.u32()?;
+            self.check_handle(client, *kind, h, i)?;
+            handles.push(h);
+        }
+        // §5.5: sessions.
+        let auth_area = if tag == TPM_ST_SESSIONS {
+            let auth_size = r.u32()? as usize;
+            if auth_size < 9 || auth_size > r.remaining() {
+                return Err(TPM_RC_AUTHSIZE);
+            }
+            let area = r.bytes(auth_size)?;
+            AuthArea::parse(self, client, area)?
+        } else {
+            AuthArea::default()
+        };
+        let needs_auth = spec.handles.iter().filter(|(_, role)| *role != NoAuth).count();
+        if auth_area.sessions.len() < needs_auth {
+            return Err(TPM_RC_AUTH_MISSING);
+        }
+        let params_start = r.position();
+        let mut params = command[params_start..].to_vec();
+        let mut cmd = Cmd {
+            client,
+            locality,
+            cc,
+            handles,
+            out_handle: None,
+            out: Writer::new(),
+            auth_was_policy: Vec::new(),
+            skip_response_sessions: false,
+        };
+        // §5.6, §5.7: authorization and parameter decryption.
+        let mut auth_state = auth_area.authorize(self, spec, &cmd, &mut params)?;
+        cmd.auth_was_policy = auth_state.policy_flags();
+        let mut pr = Reader::new(&params);
+        (spec.handler)(self, &mut cmd, &mut pr)?;
+        // Response.
+        let mut rsp = Writer::new();
+        let sessions_tag = tag == TPM_ST_SESSIONS;
+        rsp.u16(if sessions_tag { TPM_ST_SESSIONS } else { TPM_ST_NO_SESSIONS })
+            .u32(0)
+            .u32(TPM_RC_SUCCESS);
+        if spec.rsp_handle {
+            rsp.u32(cmd.out_handle.unwrap_or(TPM_RH_NULL));
+        }
+        let mut out = cmd.out.into_vec();
+        if sessions_tag {
+            let trailer = auth_state.respond(self, spec, client, cc, &mut out)?;
+            rsp.u32(out.len() as u32).bytes(&out).bytes(&trailer);
+        } else {
+            rsp.bytes(&out);
+        }
+        let mut rsp = rsp.into_vec();
+        let len = rsp.len() as u32;
+        rsp[2..6].copy_from_slice(&len.to_be_bytes());
+        Ok(rsp)
+    }
+
+    /// Part 3 §5.4: the handle has the right type for the command and the entity is present.
+    fn check_handle(&self, client: ClientId, kind: H, h: u32, index: usize) -> TpmResult<()> {
+        let n = index as u32 + 1;
+        let bad = Err(at_handle(TPM_RC_VALUE, n));
+        let ty = handle_type(h);
+        let hierarchy = |allowed: &[u32]| -> TpmResult<()> {
+            if !allowed.contains(&h) {
+                return Err(at_handle(TPM_RC_VALUE, n));
+            }
+            if matches!(h, TPM_RH_OWNER | TPM_RH_ENDORSEMENT | TPM_RH_PLATFORM)
+                && !self.hierarchy_enabled(h)
+            {
+                return Err(at_handle(TPM_RC_HIERARCHY, n));
+            }
+            Ok(())
+        };
+        match kind {
+            Object { null } | Entity { null } if null && h == TPM_RH_NULL => Ok(()),
+            Pcr { null } if null && h == TPM_RH_NULL => Ok(()),
+            Object { .. } => match ty {
+                TPM_HT_TRANSIENT | TPM_HT_PERSISTENT => self.check_object_present(client, h, n),
+                _ => bad,
+            },
+            Entity { .. } => match ty {
+                TPM_HT_TRANSIENT | TPM_HT_PERSISTENT => self.check_object_present(client, h, n),
+                TPM_HT_NV_INDEX => self.check_nv_present(h, n),
+                TPM_HT_PCR if (h as usize) < crate::types::PCR_COUNT => Ok(()),
+                TPM_HT_PERMANENT => {
+                    hierarchy(&[TPM_RH_OWNER, TPM_RH_ENDORSEMENT, TPM_RH_PLATFORM, TPM_RH_LOCKOUT])
+                }
+                _ => bad,
+            },
+            Hierarchy { null } => {
+                if null && h == TPM_RH_NULL {
+                    Ok(())
+                } else {
+                    hierarchy(&[TPM_RH_OWNER, TPM_RH_ENDORSEMENT, TPM_RH_PLATFORM])
+                }
+            }
+            Provision => hierarchy(&[TPM_RH_OWNER, TPM_RH_PLATFORM]),
+            Clear => hierarchy(&[TPM_RH_LOCKOUT, TPM_RH_PLATFORM]),
+            Lockout => hierarchy(&[TPM_RH_LOCKOUT]),
+            Platform => hierarchy(&[TPM_RH_PLATFORM]),
+            Endorsement => hierarchy(&[TPM_RH_ENDORSEMENT]),
+            HierarchyAuth => {
+                hierarchy(&[TPM_RH_OWNER, TPM_RH_ENDORSEMENT, TPM_RH_PLATFORM, TPM_RH_LOCKOUT])
+            }
+            Enables => {
+                if ![TPM_RH_OWNER, TPM_RH_ENDORSEMENT, TPM_RH_PLATFORM, TPM_RH_PLATFORM_NV]
+                    .contains(&h)
+                {
+                    return bad;
+                }
+                Ok(())
+            }
+            NvAuth => match ty {
+                TPM_HT_NV_INDEX => self.check_nv_present(h, n),
+                _ => hierarchy(&[TPM_RH_OWNER, TPM_RH_PLATFORM]),
+            },
+            NvIndex => {
+                if ty != TPM_HT_NV_INDEX {
+                    return bad;
+                }
+                self.check_nv_present(h, n)
+            }
+            Pcr { .. } => {
+                if (h as usize) < crate::types::PCR_COUNT {
+                    Ok(())
+                } else {
+                    bad
+                }
+            }
+            PolicySession => {
+                if ty != TPM_HT_POLICY_SESSION {
+                    return bad;
+                }
+                if self.session_loaded(client, h) {
+                    Ok(())
+                } else {
+                    Err(TPM_RC_REFERENCE_H0 + index as u32)
+                }
+            }
+            Context => match ty {
+                TPM_HT_TRANSIENT => self.check_object_present(client, h, n),
+                TPM_HT_HMAC_SESSION | TPM_HT_POLICY_SESSION => {
+                    if self.session_loaded(client, h) {
+                        Ok(())
+                    } else {
+                        Err(TPM_RC_REFERENCE_H0 + index as u32)
+                    }
+                }
+                _ => bad,
+            },
+        }
+    }
+
+    fn check_object_present(&self, client: ClientId, h: u32, n: u32) -> TpmResult<()> {
+        if handle_type(h) == TPM_HT_TRANSIENT {
+            if self.transient_loaded(client, h) { Ok(()) } else { Err(TPM_RC_REFERENCE_H0 + n - 1) }
+        } else {
+            match self.persistent.get(&h) {
+                Some(o) if self.hierarchy_enabled(o.hierarchy) => Ok(()),
+                _ => Err(at_handle(TPM_RC_HANDLE, n)),
+            }
+        }
+    }
+
+    fn check_nv_present(&self, h: u32, n: u32) -> TpmResult<()> {
+        match self.nv.get(&h) {
+            Some(nv) => {
+                let enabled =
+                    if nv.platform() { self.hier.ph_enable_nv } else { self.hier.sh_enable };
+                if enabled { Ok(()) } else { Err(at_handle(TPM_RC_HANDLE, n)) }
+            }
+            None => Err(at_handle(TPM_RC_HANDLE, n)),
+        }
+    }
+}
