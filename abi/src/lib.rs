@@ -9,8 +9,10 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod attestation;
 pub mod boot;
 pub mod cpuid_page;
 pub mod elf;
 pub mod layout;
 pub mod paging;
+pub mod svsm;
