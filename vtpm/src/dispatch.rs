@@ -51,6 +51,8 @@ pub enum H {
     },
     /// TPMI_SH_POLICY.
     PolicySession,
+    /// TPMI_DH_PARENT+: an object or a hierarchy (CreateLoaded).
+    Parent,
     /// TPMI_DH_SAVED-like for ContextSave: transient object or session (TPMI_DH_CONTEXT).
     Context,
 }
@@ -130,23 +132,124 @@ use Role::*;
 
 /// Every implemented command, sorted by command code (GetCapability lists it as is).
 pub static COMMANDS: &[Spec] = &[
+    spec!(
+        0x120,
+        [(Provision, User), (Object { null: false }, NoAuth)],
+        false,
+        false,
+        false,
+        N::None,
+        F_NV,
+        object::evict_control
+    ),
     spec!(0x128, [(Provision, User)], false, false, false, N::None, F_NV, clock::clock_set),
     spec!(0x12B, [(Platform, User)], false, false, false, N::None, F_NV, pcr::allocate),
     spec!(0x130, [(Provision, User)], false, false, false, N::None, 0, clock::clock_rate_adjust),
+    spec!(
+        0x131,
+        [(Hierarchy { null: true }, User)],
+        true,
+        true,
+        true,
+        N::None,
+        0,
+        object::create_primary
+    ),
     spec!(0x13C, [(Pcr { null: true }, User)], false, true, false, N::None, 0, pcr::event),
     spec!(0x13D, [(Pcr { null: false }, User)], false, false, false, N::None, 0, pcr::reset),
+    spec!(
+        0x13E,
+        [(Object { null: false }, User)],
+        false,
+        true,
+        true,
+        N::None,
+        F_FLUSHED,
+        hash::sequence_complete
+    ),
     spec!(0x142, [], false, false, false, N::None, 0, startup::incremental_self_test),
     spec!(0x143, [], false, false, false, N::None, 0, startup::self_test),
     spec!(0x144, [], false, false, false, N::None, F_NV, startup::startup),
     spec!(0x145, [], false, false, false, N::None, F_NV, startup::shutdown),
     spec!(0x146, [], false, true, false, N::None, 0, random::stir_random),
+    spec!(
+        0x150,
+        [(Object { null: false }, Admin), (Object { null: false }, NoAuth)],
+        false,
+        true,
+        true,
+        N::None,
+        0,
+        object::object_change_auth
+    ),
+    spec!(0x153, [(Object { null: false }, User)], false, true, true, N::None, 0, object::create),
+    spec!(0x155, [(Object { null: false }, User)], false, true, true, N::None, 0, hash::hmac_cmd),
+    spec!(0x157, [(Object { null: false }, User)], true, true, true, N::None, 0, object::load),
+    spec!(0x15B, [(Object { null: false }, User)], true, true, false, N::None, 0, hash::hmac_start),
+    spec!(
+        0x15C,
+        [(Object { null: false }, User)],
+        false,
+        true,
+        false,
+        N::None,
+        0,
+        hash::sequence_update
+    ),
+    spec!(0x15E, [(Object { null: false }, User)], false, false, true, N::None, 0, object::unseal),
+    spec!(0x161, [], true, false, false, N::None, 0, crate::context::context_load),
+    spec!(
+        0x162,
+        [(Context, NoAuth)],
+        false,
+        false,
+        false,
+        N::None,
+        0,
+        crate::context::context_save
+    ),
+    spec!(0x165, [], false, false, false, N::None, 0, object::flush_context),
+    spec!(0x167, [], true, true, true, N::None, 0, object::load_external),
+    spec!(
+        0x173,
+        [(Object { null: false }, NoAuth)],
+        false,
+        false,
+        true,
+        N::None,
+        0,
+        object::read_public
+    ),
+    spec!(
+        0x176,
+        [(Object { null: true }, NoAuth), (Entity { null: true }, NoAuth)],
+        true,
+        true,
+        true,
+        N::None,
+        0,
+        session::start_auth_session
+    ),
     spec!(0x17A, [], false, false, false, N::None, 0, crate::capability::get_capability),
     spec!(0x17B, [], false, false, true, N::None, 0, random::get_random),
     spec!(0x17C, [], false, false, true, N::None, 0, startup::get_test_result),
+    spec!(0x17D, [], false, true, true, N::None, 0, hash::hash),
     spec!(0x17E, [], false, false, false, N::None, 0, pcr::read),
     spec!(0x181, [], false, false, false, N::None, 0, clock::read_clock),
     spec!(0x182, [(Pcr { null: true }, User)], false, false, false, N::None, 0, pcr::extend),
+    spec!(
+        0x185,
+        [(Pcr { null: true }, User), (Object { null: false }, User)],
+        false,
+        true,
+        false,
+        N::None,
+        F_FLUSHED,
+        hash::event_sequence_complete
+    ),
+    spec!(0x186, [], true, true, false, N::None, 0, hash::hash_sequence_start),
     spec!(0x18A, [], false, false, false, N::None, 0, crate::capability::test_parms),
+    spec!(0x191, [(Parent, User)], true, true, true, N::None, 0, object::create_loaded),
 ];
 
 pub fn find(cc: u32) -> Option<&'static Spec> {
@@ -339,6 +442,16 @@ impl Tpm {
                     Err(TPM_RC_REFERENCE_H0 + index as u32)
                 }
             }
+            Parent => match ty {
+                TPM_HT_TRANSIENT | TPM_HT_PERSISTENT => self.check_object_present(client, h, n),
+                _ => {
+                    if h == TPM_RH_NULL {
+                        Ok(())
+                    } else {
+                        hierarchy(&[TPM_RH_OWNER, TPM_RH_ENDORSEMENT, TPM_RH_PLATFORM])
+                    }
+                }
+            },
             Context => match ty {
                 TPM_HT_TRANSIENT => self.check_object_present(client, h, n),
                 TPM_HT_HMAC_SESSION | TPM_HT_POLICY_SESSION => {

@@ -61,6 +61,7 @@ mod auth;
 mod capability;
 mod commands;
 pub mod constants;
+mod context;
 pub mod crypto;
 mod dispatch;
 mod entity;

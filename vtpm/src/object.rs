@@ -172,7 +172,7 @@ impl Object {
     }
 }
 
-/// Name = nameAlg || H_nameAlg(TPMT_PUBLIC); TPM_RH_NULL-shaped (empty hash) if nameAlg is NULL.
+/// Name = nameAlg || H_nameAlg(TPMT_PUBLIC); the Empty Buffer if nameAlg is TPM_ALG_NULL.
 pub fn compute_name(public: &Public) -> Vec<u8> {
     match public.name_alg {
         Some(h) => {
@@ -180,7 +180,7 @@ pub fn compute_name(public: &Public) -> Vec<u8> {
             name.extend_from_slice(&hash(h, &[&public.to_bytes()]));
             name
         }
-        None => TPM_ALG_NULL.to_be_bytes().to_vec(),
+        None => Vec::new(),
     }
 }
 
@@ -329,6 +329,13 @@ pub fn generate(
         Sensitive { auth: Zeroizing::new(trim_auth(user_auth).to_vec()), ..Sensitive::default() };
     let mut rsa_key = None;
     let storage = public.has(OA_RESTRICTED) && public.has(OA_DECRYPT);
+    // The obfuscation/storage seed is drawn first so that a derived primary's seed does not
+    // depend on how much the key generation consumed (which the RSA cache skips).
+    if storage || matches!(public.kind, TPM_ALG_KEYEDHASH | TPM_ALG_SYMCIPHER) {
+        let mut seed = Zeroizing::new(alloc::vec![0u8; name_alg.size()]);
+        src.draw(&mut seed);
+        s.seed = seed;
+    }
     match public.params.clone() {
         PublicParams::Rsa { key_bits, exponent, .. } => {
             if !data.is_empty() {
@@ -379,11 +386,6 @@ pub fn generate(
             }
             s.secret = k;
         }
-    }
-    if storage || matches!(public.kind, TPM_ALG_KEYEDHASH | TPM_ALG_SYMCIPHER) {
-        let mut seed = Zeroizing::new(alloc::vec![0u8; name_alg.size()]);
-        src.draw(&mut seed);
-        s.seed = seed;
     }
     if matches!(public.kind, TPM_ALG_KEYEDHASH | TPM_ALG_SYMCIPHER) {
         public.unique = Unique::Digest(hash(name_alg, &[&s.seed, &s.secret]));

@@ -118,6 +118,13 @@ pub struct Transient {
     pub item: Loaded,
 }
 
+/// A derived RSA primary key: lookup key (hash of seed and template), modulus, prime.
+pub struct CachedPrimary {
+    pub key: Vec<u8>,
+    pub modulus: Vec<u8>,
+    pub prime: Zeroizing<Vec<u8>>,
+}
+
 /// State saved by TPM2_Shutdown(TPM_SU_STATE) for a later TPM Resume/Restart.
 pub struct SavedState {
     pub pcrs: Pcrs,
@@ -156,6 +163,8 @@ pub struct Tpm {
     pub(crate) hcrtm_done: bool,
     /// NV_GlobalWriteLock was issued (until the next Startup).
     pub(crate) global_write_lock: bool,
+    /// Derived RSA primaries (RSA key generation is slow).
+    pub(crate) primary_cache: Vec<CachedPrimary>,
 }
 
 impl core::fmt::Debug for Tpm {
@@ -244,6 +253,7 @@ impl Tpm {
             hcrtm: None,
             hcrtm_done: false,
             global_write_lock: false,
+            primary_cache: Vec::new(),
         })
     }
 
