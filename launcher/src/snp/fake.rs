@@ -122,6 +122,8 @@ pub struct FakeSnp {
     pub cpuid_always_rejected: bool,
     /// When set, LAUNCH_FINISH fails with this firmware status.
     pub finish_fw_error: Option<u32>,
+    /// Every accepted LAUNCH_UPDATE: GPA, page type, the whole source.
+    pub updates: Vec<(u64, u8, Vec<u8>)>,
     vcpu: ScriptedVcpu,
 }
 
@@ -139,6 +141,7 @@ impl FakeSnp {
             cpuid_correction: None,
             cpuid_always_rejected: false,
             finish_fw_error: None,
+            updates: Vec::new(),
             vcpu: ScriptedVcpu::new(Vec::new()),
         }
     }
@@ -255,6 +258,7 @@ impl SnpVm for FakeSnp {
                 return Err(rejected());
             }
         }
+        self.updates.push((gfn * 4096, page_type, data.to_vec()));
         Ok(())
     }
 

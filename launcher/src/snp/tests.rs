@@ -291,3 +291,51 @@ fn host_data_parses_from_hex() {
     assert!(parse_host_data("abc").is_err());
     assert!(parse_host_data(&"zz".repeat(32)).is_err());
 }
+
+/// The launch digest the PSP would compute for `updates` followed by the
+/// VMSA page (snp-svsm.md §9.1), assuming KVM rebuilds the VMSA byte for
+/// byte from the vCPU state the launcher set.
+fn psp_digest(updates: &[(u64, u8, Vec<u8>)], vmsa: &[u8]) -> [u8; 48] {
+    use sha2::{Digest, Sha384};
+    let mut ld = [0u8; 48];
+    let mut extend = |contents: [u8; 48], page_type: u8, gpa: u64| {
+        let mut info = Vec::with_capacity(0x70);
+        info.extend_from_slice(&ld);
+        info.extend_from_slice(&contents);
+        info.extend_from_slice(&0x70u16.to_le_bytes());
+        info.push(page_type);
+        info.extend_from_slice(&[0; 5]); // IMI, VMPL3/2/1 permissions, reserved
+        info.extend_from_slice(&gpa.to_le_bytes());
+        ld = Sha384::digest(&info).into();
+    };
+    for (gpa, page_type, data) in updates {
+        for (i, page) in data.chunks(4096).enumerate() {
+            let contents = match *page_type {
+                uapi::PAGE_TYPE_NORMAL => Sha384::digest(page).into(),
+                _ => [0; 48],
+            };
+            extend(contents, *page_type, gpa + 4096 * i as u64);
+        }
+    }
+    extend(Sha384::digest(vmsa).into(), 2, crate::igvm_load::SNP_VMSA_GPA);
+    ld
+}
+
+#[test]
+fn the_recorded_sequence_measures_to_the_igvm_crates_digest() {
+    let igvm = sample::sample_file(&sample::smoke_guest());
+    let mut fake = FakeSnp::new();
+    let (result, _) = launched(&mut fake, &igvm);
+    result.unwrap();
+    let file = igvm::IgvmFile::new_from_binary(&igvm, None).unwrap();
+    let expected = igvm::measurement::generate_snp_measurement(
+        file.initializations(),
+        file.directives(),
+        SNP_MASK,
+    )
+    .unwrap();
+    let vmsa = sample::snp_vmsa(sample::CODE_GPA, sample::STACK_GPA + 0x1000);
+    use zerocopy::IntoBytes;
+    assert_eq!(fake.updates.len(), 7);
+    assert_eq!(psp_digest(&fake.updates, vmsa.as_bytes()), expected);
+}
