@@ -20,3 +20,5 @@ pub mod secrets;
 pub mod sev_status;
 pub mod snp_instr;
 pub mod svsm;
+pub mod vmcb;
+pub mod vmsa;
