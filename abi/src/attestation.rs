@@ -650,6 +650,21 @@ pub fn find_certificate(blob: &[u8], guid: Guid) -> Result<Option<&[u8]>, TableE
     Ok(None)
 }
 
+/// Bytes a certificate table occupies in `blob`: its entries, the
+/// terminator, and up to the end of the furthest certificate.
+pub fn cert_table_extent(blob: &[u8]) -> Result<usize, TableError> {
+    let entry_size = core::mem::size_of::<CertTableEntry>();
+    let mut end = 0usize;
+    let mut count = 0usize;
+    for entry in cert_table_entries(blob) {
+        let (_, data) = entry?;
+        // `data` is a sub-slice of `blob`: its offset is the distance.
+        end = end.max(data.as_ptr() as usize - blob.as_ptr() as usize + data.len());
+        count += 1;
+    }
+    Ok(end.max((count + 1) * entry_size))
+}
+
 /// Bytes a certificate table of `certs` takes.
 pub fn cert_table_len(certs: &[(Guid, &[u8])]) -> usize {
     (certs.len() + 1) * core::mem::size_of::<CertTableEntry>()

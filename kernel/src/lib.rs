@@ -11,9 +11,11 @@
 
 extern crate alloc;
 
+pub mod attest;
 pub mod console;
 pub mod cpu;
 pub mod mm;
+pub mod protocols;
 pub mod testing;
 
 #[cfg(target_os = "none")]

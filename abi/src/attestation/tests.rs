@@ -197,6 +197,8 @@ fn cert_table_round_trip_and_hostile_tables() {
     assert_eq!(&out[16..24], &[96, 0, 0, 0, 3, 0, 0, 0]);
     assert_eq!(find_certificate(&out[..len], CERT_GUID_VCEK), Ok(Some(&b"vcek-der"[..])));
     assert_eq!(find_certificate(&out[..len], CERT_GUID_CRL), Ok(None));
+    assert_eq!(cert_table_extent(&out), Ok(len));
+    assert_eq!(cert_table_extent(&[0u8; 24]), Ok(24));
     assert_eq!(write_cert_table(&certs, &mut [0u8; 50]), Err(TableError::TooSmall(len)));
 
     // No terminator inside the buffer.
