@@ -2,7 +2,7 @@
 //! /dev/kvm with a message that says how to fix a failure, and recognising
 //! KVM-PVM, the software nested hypervisor of the project's development
 //! machines, which emulates guest ring-0 code (~3000x slower) and lacks some
-//! instructions (fwait, shlx, lock cmpxchg16b).
+//! instructions (fwait, shlx, lock cmpxchg16b, int3).
 
 use std::path::Path;
 
@@ -53,7 +53,7 @@ pub fn pvm_verdict(
     }
     Some(format!(
         "/dev/kvm is KVM-PVM, software nested virtualization ({}): guest ring-0 code is emulated about 3000x slower than native, \
-         and fwait, shlx and lock cmpxchg16b at CPL0 stop the guest with an emulation failure. Use QEMU TCG for full boots here.",
+         and fwait, shlx, lock cmpxchg16b and int3 at CPL0 stop the guest with an emulation failure. Use QEMU TCG for full boots here.",
         evidence.join("; ")
     ))
 }
