@@ -23,18 +23,27 @@ fn require_kvm() {
     }
 }
 
-fn write_igvm(name: &str, code: &[u8]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("launcher-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("creating a temporary directory");
-    let path = dir.join(name);
+/// A sample IGVM file in the temporary directory, removed when dropped.
+struct TempIgvm(PathBuf);
+
+impl Drop for TempIgvm {
+    fn drop(&mut self) {
+        // Nothing to do if it is already gone.
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn write_igvm(name: &str, code: &[u8]) -> TempIgvm {
+    let path = std::env::temp_dir().join(format!("launcher-test-{}-{name}", std::process::id()));
     std::fs::write(&path, sample::sample_file(code)).expect("writing the sample IGVM file");
-    path
+    TempIgvm(path)
 }
 
 fn boot(name: &str, code: &[u8], timeout: Duration) -> (Ending, Vec<u8>) {
     require_kvm();
+    let file = write_igvm(name, code);
     let options = RunOptions {
-        igvm: write_igvm(name, code),
+        igvm: file.0.clone(),
         platform: Platform::Native,
         memory: 64 << 20,
         cpus: 1,
@@ -78,10 +87,10 @@ fn the_watchdog_stops_a_spinning_guest() {
 #[test]
 fn the_binary_exits_with_the_guests_status() {
     require_kvm();
-    let path = write_igvm("binary.igvm", &sample::smoke_guest());
+    let file = write_igvm("binary.igvm", &sample::smoke_guest());
     let output = Command::new(env!("CARGO_BIN_EXE_launcher"))
         .args(["run", "--memory", "64M", "--timeout", "30"])
-        .arg(&path)
+        .arg(&file.0)
         .output()
         .expect("running the launcher binary");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -92,13 +101,13 @@ fn the_binary_exits_with_the_guests_status() {
 
 #[test]
 fn the_binary_rejects_a_corrupt_file_with_status_2() {
-    let path = write_igvm("corrupt.igvm", &sample::smoke_guest());
-    let mut bytes = std::fs::read(&path).expect("reading back");
+    let file = write_igvm("corrupt.igvm", &sample::smoke_guest());
+    let mut bytes = std::fs::read(&file.0).expect("reading back");
     bytes.truncate(100);
-    std::fs::write(&path, bytes).expect("truncating");
+    std::fs::write(&file.0, bytes).expect("truncating");
     let output = Command::new(env!("CARGO_BIN_EXE_launcher"))
         .arg("run")
-        .arg(&path)
+        .arg(&file.0)
         .output()
         .expect("running the launcher binary");
     let stderr = String::from_utf8_lossy(&output.stderr);
