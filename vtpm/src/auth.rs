@@ -261,6 +261,9 @@ impl AuthArea {
             Some(tpm.session(cmd.client, entry.handle)?.clone())
         };
         let policy = session.as_ref().is_some_and(Session::is_policy);
+        if !entity.available {
+            return Err(TPM_RC_AUTH_UNAVAILABLE);
+        }
         // Role checks (§5.6 items 4-7).
         match role {
             Role::Dup if !policy => return Err(TPM_RC_AUTH_TYPE),

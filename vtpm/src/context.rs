@@ -143,12 +143,7 @@ fn read_sequence(r: &mut Reader) -> TpmResult<Sequence> {
         }
         _ => return Err(TPM_RC_BAD_CONTEXT),
     };
-    Ok(Sequence {
-        kind,
-        auth: Zeroizing::new(r.tpm2b_vec(64)?),
-        first: r.tpm2b_vec(4)?,
-        hierarchy_ok: true,
-    })
+    Ok(Sequence { kind, auth: Zeroizing::new(r.tpm2b_vec(64)?), first: r.tpm2b_vec(4)? })
 }
 
 fn write_opt(w: &mut Writer, v: &Option<Vec<u8>>) {

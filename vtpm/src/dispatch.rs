@@ -39,8 +39,6 @@ pub enum H {
     Endorsement,
     /// TPMI_RH_HIERARCHY_AUTH (owner, endorsement, platform, lockout); also _POLICY.
     HierarchyAuth,
-    /// TPMI_RH_ENABLES (owner, endorsement, platform, platform NV).
-    Enables,
     /// TPMI_RH_NV_AUTH (platform, owner, NV index).
     NvAuth,
     /// TPMI_RH_NV_INDEX.
@@ -51,6 +49,8 @@ pub enum H {
     },
     /// TPMI_SH_POLICY.
     PolicySession,
+    /// TPMI_SH_HMAC.
+    HmacSession,
     /// TPMI_DH_PARENT+: an object or a hierarchy (CreateLoaded).
     Parent,
     /// TPMI_DH_SAVED-like for ContextSave: transient object or session (TPMI_DH_CONTEXT).
@@ -107,8 +107,6 @@ pub struct Cmd {
     pub out: Writer,
     /// For each handle: whether it was authorized with a policy session.
     pub auth_was_policy: Vec<bool>,
-    /// Set by a handler when it flushed/changed what a session is bound to etc.
-    pub skip_response_sessions: bool,
 }
 
 macro_rules! spec {
@@ -131,125 +129,108 @@ use NvAccess as N;
 use Role::*;
 
 /// Every implemented command, sorted by command code (GetCapability lists it as is).
+/// Columns: code, handles (kind, role), response handle, decrypt, encrypt, NV access, TPMA_CC
+/// flags, handler.
+#[rustfmt::skip]
 pub static COMMANDS: &[Spec] = &[
-    spec!(
-        0x120,
-        [(Provision, User), (Object { null: false }, NoAuth)],
-        false,
-        false,
-        false,
-        N::None,
-        F_NV,
-        object::evict_control
-    ),
+    spec!(0x11F, [(NvIndex, Admin), (Platform, User)], false, false, false, N::None, F_NV, nv::undefine_space_special),
+    spec!(0x120, [(Provision, User), (Object { null: false }, NoAuth)], false, false, false, N::None, F_NV, object::evict_control),
+    spec!(0x121, [(Hierarchy { null: false }, User)], false, false, false, N::None, F_NV, hierarchy::hierarchy_control),
+    spec!(0x122, [(Provision, User), (NvIndex, NoAuth)], false, false, false, N::None, F_NV, nv::undefine_space),
+    spec!(0x124, [(Platform, User)], false, false, false, N::None, F_NV | F_EXTENSIVE, hierarchy::change_eps),
+    spec!(0x125, [(Platform, User)], false, false, false, N::None, F_NV | F_EXTENSIVE, hierarchy::change_pps),
+    spec!(0x126, [(Clear, User)], false, false, false, N::None, F_NV | F_EXTENSIVE, hierarchy::clear),
+    spec!(0x127, [(Clear, User)], false, false, false, N::None, F_NV, hierarchy::clear_control),
     spec!(0x128, [(Provision, User)], false, false, false, N::None, F_NV, clock::clock_set),
+    spec!(0x129, [(HierarchyAuth, User)], false, true, false, N::None, F_NV, hierarchy::hierarchy_change_auth),
+    spec!(0x12A, [(Provision, User)], false, true, false, N::None, F_NV, nv::define_space),
     spec!(0x12B, [(Platform, User)], false, false, false, N::None, F_NV, pcr::allocate),
+    spec!(0x12E, [(HierarchyAuth, User)], false, true, false, N::None, F_NV, hierarchy::set_primary_policy),
     spec!(0x130, [(Provision, User)], false, false, false, N::None, 0, clock::clock_rate_adjust),
-    spec!(
-        0x131,
-        [(Hierarchy { null: true }, User)],
-        true,
-        true,
-        true,
-        N::None,
-        0,
-        object::create_primary
-    ),
+    spec!(0x131, [(Hierarchy { null: true }, User)], true, true, true, N::None, 0, object::create_primary),
+    spec!(0x132, [(Provision, User)], false, false, false, N::None, F_NV, nv::global_write_lock),
+    spec!(0x134, [(NvAuth, User), (NvIndex, NoAuth)], false, false, false, N::Write, F_NV, nv::increment),
+    spec!(0x135, [(NvAuth, User), (NvIndex, NoAuth)], false, false, false, N::Write, F_NV, nv::set_bits),
+    spec!(0x136, [(NvAuth, User), (NvIndex, NoAuth)], false, true, false, N::Write, F_NV, nv::extend),
+    spec!(0x137, [(NvAuth, User), (NvIndex, NoAuth)], false, true, false, N::Write, F_NV, nv::write),
+    spec!(0x138, [(NvAuth, User), (NvIndex, NoAuth)], false, false, false, N::Write, F_NV, nv::write_lock),
+    spec!(0x139, [(Lockout, User)], false, false, false, N::None, F_NV, hierarchy::da_lock_reset),
+    spec!(0x13A, [(Lockout, User)], false, false, false, N::None, F_NV, hierarchy::da_parameters),
+    spec!(0x13B, [(NvIndex, Admin)], false, true, false, N::None, F_NV, nv::change_auth),
     spec!(0x13C, [(Pcr { null: true }, User)], false, true, false, N::None, 0, pcr::event),
     spec!(0x13D, [(Pcr { null: false }, User)], false, false, false, N::None, 0, pcr::reset),
-    spec!(
-        0x13E,
-        [(Object { null: false }, User)],
-        false,
-        true,
-        true,
-        N::None,
-        F_FLUSHED,
-        hash::sequence_complete
-    ),
+    spec!(0x13E, [(Object { null: false }, User)], false, true, true, N::None, F_FLUSHED, hash::sequence_complete),
     spec!(0x142, [], false, false, false, N::None, 0, startup::incremental_self_test),
     spec!(0x143, [], false, false, false, N::None, 0, startup::self_test),
     spec!(0x144, [], false, false, false, N::None, F_NV, startup::startup),
     spec!(0x145, [], false, false, false, N::None, F_NV, startup::shutdown),
     spec!(0x146, [], false, true, false, N::None, 0, random::stir_random),
-    spec!(
-        0x150,
-        [(Object { null: false }, Admin), (Object { null: false }, NoAuth)],
-        false,
-        true,
-        true,
-        N::None,
-        0,
-        object::object_change_auth
-    ),
+    spec!(0x147, [(Object { null: false }, Admin), (Object { null: false }, User)], false, true, true, N::None, 0, duplication::activate_credential),
+    spec!(0x148, [(Object { null: false }, Admin), (Object { null: true }, User)], false, true, true, N::None, 0, attest::certify),
+    spec!(0x149, [(NvAuth, User), (NvIndex, NoAuth), (PolicySession, NoAuth)], false, true, false, N::Read, 0, policy::policy_nv),
+    spec!(0x14A, [(Object { null: true }, User), (Object { null: false }, NoAuth)], false, true, true, N::None, 0, attest::certify_creation),
+    spec!(0x14B, [(Object { null: false }, Dup), (Object { null: true }, NoAuth)], false, true, true, N::None, 0, duplication::duplicate),
+    spec!(0x14C, [(Endorsement, User), (Object { null: true }, User)], false, true, true, N::None, 0, attest::get_time),
+    spec!(0x14D, [(Endorsement, User), (Object { null: true }, User), (HmacSession, NoAuth)], false, true, true, N::None, 0, attest::get_session_audit_digest),
+    spec!(0x14E, [(NvAuth, User), (NvIndex, NoAuth)], false, false, true, N::Read, 0, nv::read),
+    spec!(0x14F, [(NvAuth, User), (NvIndex, NoAuth)], false, false, false, N::Read, 0, nv::read_lock),
+    spec!(0x150, [(Object { null: false }, Admin), (Object { null: false }, NoAuth)], false, true, true, N::None, 0, object::object_change_auth),
+    spec!(0x151, [(Entity { null: false }, User), (PolicySession, NoAuth)], false, true, true, N::Read, 0, policy::policy_secret),
     spec!(0x153, [(Object { null: false }, User)], false, true, true, N::None, 0, object::create),
+    spec!(0x154, [(Object { null: false }, User)], false, true, true, N::None, 0, asym::ecdh_zgen),
     spec!(0x155, [(Object { null: false }, User)], false, true, true, N::None, 0, hash::hmac_cmd),
+    spec!(0x156, [(Object { null: false }, User)], false, true, true, N::None, 0, duplication::import),
     spec!(0x157, [(Object { null: false }, User)], true, true, true, N::None, 0, object::load),
+    spec!(0x158, [(Object { null: true }, User)], false, true, true, N::None, 0, attest::quote),
+    spec!(0x159, [(Object { null: false }, User)], false, true, true, N::None, 0, asym::rsa_decrypt),
     spec!(0x15B, [(Object { null: false }, User)], true, true, false, N::None, 0, hash::hmac_start),
-    spec!(
-        0x15C,
-        [(Object { null: false }, User)],
-        false,
-        true,
-        false,
-        N::None,
-        0,
-        hash::sequence_update
-    ),
+    spec!(0x15C, [(Object { null: false }, User)], false, true, false, N::None, 0, hash::sequence_update),
+    spec!(0x15D, [(Object { null: false }, User)], false, true, false, N::None, 0, sign::sign),
     spec!(0x15E, [(Object { null: false }, User)], false, false, true, N::None, 0, object::unseal),
+    spec!(0x160, [(Object { null: false }, NoAuth), (PolicySession, NoAuth)], false, true, true, N::None, 0, policy::policy_signed),
     spec!(0x161, [], true, false, false, N::None, 0, crate::context::context_load),
-    spec!(
-        0x162,
-        [(Context, NoAuth)],
-        false,
-        false,
-        false,
-        N::None,
-        0,
-        crate::context::context_save
-    ),
+    spec!(0x162, [(Context, NoAuth)], false, false, false, N::None, 0, crate::context::context_save),
+    spec!(0x163, [(Object { null: false }, NoAuth)], false, false, true, N::None, 0, asym::ecdh_keygen),
+    spec!(0x164, [(Object { null: false }, User)], false, false, true, N::None, 0, sym::encrypt_decrypt),
     spec!(0x165, [], false, false, false, N::None, 0, object::flush_context),
     spec!(0x167, [], true, true, true, N::None, 0, object::load_external),
-    spec!(
-        0x173,
-        [(Object { null: false }, NoAuth)],
-        false,
-        false,
-        true,
-        N::None,
-        0,
-        object::read_public
-    ),
-    spec!(
-        0x176,
-        [(Object { null: true }, NoAuth), (Entity { null: true }, NoAuth)],
-        true,
-        true,
-        true,
-        N::None,
-        0,
-        session::start_auth_session
-    ),
+    spec!(0x168, [(Object { null: false }, NoAuth)], false, true, true, N::None, 0, duplication::make_credential),
+    spec!(0x169, [(NvIndex, NoAuth)], false, false, true, N::None, 0, nv::read_public),
+    spec!(0x16A, [(PolicySession, NoAuth)], false, true, false, N::None, 0, policy::policy_authorize),
+    spec!(0x16B, [(PolicySession, NoAuth)], false, false, false, N::None, 0, policy::policy_auth_value),
+    spec!(0x16C, [(PolicySession, NoAuth)], false, false, false, N::None, 0, policy::policy_command_code),
+    spec!(0x16D, [(PolicySession, NoAuth)], false, true, false, N::None, 0, policy::policy_counter_timer),
+    spec!(0x16E, [(PolicySession, NoAuth)], false, true, false, N::None, 0, policy::policy_cp_hash),
+    spec!(0x16F, [(PolicySession, NoAuth)], false, false, false, N::None, 0, policy::policy_locality),
+    spec!(0x170, [(PolicySession, NoAuth)], false, true, false, N::None, 0, policy::policy_name_hash),
+    spec!(0x171, [(PolicySession, NoAuth)], false, false, false, N::None, 0, policy::policy_or),
+    spec!(0x173, [(Object { null: false }, NoAuth)], false, false, true, N::None, 0, object::read_public),
+    spec!(0x174, [(Object { null: false }, NoAuth)], false, true, true, N::None, 0, asym::rsa_encrypt),
+    spec!(0x176, [(Object { null: true }, NoAuth), (Entity { null: true }, NoAuth)], true, true, true, N::None, 0, session::start_auth_session),
+    spec!(0x177, [(Object { null: false }, NoAuth)], false, true, false, N::None, 0, sign::verify_signature),
+    spec!(0x178, [], false, false, false, N::None, 0, asym::ecc_parameters),
     spec!(0x17A, [], false, false, false, N::None, 0, crate::capability::get_capability),
     spec!(0x17B, [], false, false, true, N::None, 0, random::get_random),
     spec!(0x17C, [], false, false, true, N::None, 0, startup::get_test_result),
     spec!(0x17D, [], false, true, true, N::None, 0, hash::hash),
     spec!(0x17E, [], false, false, false, N::None, 0, pcr::read),
+    spec!(0x17F, [(PolicySession, NoAuth)], false, true, false, N::None, 0, policy::policy_pcr),
+    spec!(0x180, [(PolicySession, NoAuth)], false, false, false, N::None, 0, policy::policy_restart),
     spec!(0x181, [], false, false, false, N::None, 0, clock::read_clock),
     spec!(0x182, [(Pcr { null: true }, User)], false, false, false, N::None, 0, pcr::extend),
-    spec!(
-        0x185,
-        [(Pcr { null: true }, User), (Object { null: false }, User)],
-        false,
-        true,
-        false,
-        N::None,
-        F_FLUSHED,
-        hash::event_sequence_complete
-    ),
+    spec!(0x184, [(Object { null: true }, User), (NvAuth, User), (NvIndex, NoAuth)], false, true, true, N::Read, 0, attest::nv_certify),
+    spec!(0x185, [(Pcr { null: true }, User), (Object { null: false }, User)], false, true, false, N::None, F_FLUSHED, hash::event_sequence_complete),
     spec!(0x186, [], true, true, false, N::None, 0, hash::hash_sequence_start),
+    spec!(0x187, [(PolicySession, NoAuth)], false, false, false, N::None, 0, policy::policy_physical_presence),
+    spec!(0x188, [(PolicySession, NoAuth)], false, true, false, N::None, 0, policy::policy_duplication_select),
+    spec!(0x189, [(PolicySession, NoAuth)], false, false, true, N::None, 0, policy::policy_get_digest),
     spec!(0x18A, [], false, false, false, N::None, 0, crate::capability::test_parms),
+    spec!(0x18C, [(PolicySession, NoAuth)], false, false, false, N::None, 0, policy::policy_password),
+    spec!(0x18F, [(PolicySession, NoAuth)], false, false, false, N::None, 0, policy::policy_nv_written),
+    spec!(0x190, [(PolicySession, NoAuth)], false, true, false, N::None, 0, policy::policy_template),
     spec!(0x191, [(Parent, User)], true, true, true, N::None, 0, object::create_loaded),
+    spec!(0x192, [(NvAuth, User), (NvIndex, NoAuth), (PolicySession, NoAuth)], false, false, false, N::Read, 0, policy::policy_authorize_nv),
+    spec!(0x193, [(Object { null: false }, User)], false, true, true, N::None, 0, sym::encrypt_decrypt2),
 ];
 
 pub fn find(cc: u32) -> Option<&'static Spec> {
@@ -331,7 +312,6 @@ impl Tpm {
             out_handle: None,
             out: Writer::new(),
             auth_was_policy: Vec::new(),
-            skip_response_sessions: false,
         };
         // §5.6, §5.7: authorization and parameter decryption.
         let mut auth_state = auth_area.authorize(self, spec, &cmd, &mut params)?;
@@ -407,14 +387,6 @@ impl Tpm {
             HierarchyAuth => {
                 hierarchy(&[TPM_RH_OWNER, TPM_RH_ENDORSEMENT, TPM_RH_PLATFORM, TPM_RH_LOCKOUT])
             }
-            Enables => {
-                if ![TPM_RH_OWNER, TPM_RH_ENDORSEMENT, TPM_RH_PLATFORM, TPM_RH_PLATFORM_NV]
-                    .contains(&h)
-                {
-                    return bad;
-                }
-                Ok(())
-            }
             NvAuth => match ty {
                 TPM_HT_NV_INDEX => self.check_nv_present(h, n),
                 _ => hierarchy(&[TPM_RH_OWNER, TPM_RH_PLATFORM]),
@@ -432,8 +404,10 @@ impl Tpm {
                     bad
                 }
             }
-            PolicySession => {
-                if ty != TPM_HT_POLICY_SESSION {
+            PolicySession | HmacSession => {
+                let want =
+                    if kind == PolicySession { TPM_HT_POLICY_SESSION } else { TPM_HT_HMAC_SESSION };
+                if ty != want {
                     return bad;
                 }
                 if self.session_loaded(client, h) {

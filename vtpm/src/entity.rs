@@ -30,6 +30,8 @@ pub struct EntityAuth {
     pub policy_alg: Option<HashAlg>,
     pub name: Vec<u8>,
     pub da_protected: bool,
+    /// The authValue is known to the TPM (false for public-only objects).
+    pub available: bool,
 }
 
 impl Tpm {
@@ -93,6 +95,7 @@ impl Tpm {
             policy_alg: alg,
             name: name.clone(),
             da_protected: false,
+            available: true,
         };
         Ok(match handle {
             TPM_RH_OWNER => {
@@ -133,6 +136,7 @@ impl Tpm {
                             o.public.name_alg,
                         );
                         e.da_protected = !o.public.has(OA_NO_DA);
+                        e.available = o.sensitive.is_some();
                         e
                     }
                 },

@@ -73,10 +73,6 @@ impl Object {
             && self.sensitive.is_some()
     }
 
-    pub fn auth(&self) -> &[u8] {
-        self.sensitive.as_ref().map_or(&[], |s| &s.auth)
-    }
-
     pub fn name_alg(&self) -> TpmResult<HashAlg> {
         self.public.name_alg.ok_or(TPM_RC_HASH)
     }
@@ -238,7 +234,8 @@ pub fn validate_public(public: &Public, parent: Option<&Public>) -> TpmResult<()
             }
         }
         PublicParams::SymCipher { .. } => {
-            if sign || !decrypt {
+            // For a symmetric cipher key, "sign" is the encrypt permission.
+            if !(sign || decrypt) || (restricted && sign) {
                 return Err(TPM_RC_ATTRIBUTES);
             }
         }
@@ -411,13 +408,18 @@ fn protection_keys(
     (sym, hmac_key)
 }
 
-/// Wraps a marshalled payload: TPM2B(outerHMAC) || AES-CFB(TPM2B(payload)), IV zero.
-/// Used for TPM2B_PRIVATE (payload = TPMT_SENSITIVE) and for credential blobs.
-pub fn wrap(name_alg: HashAlg, seed: &[u8], key_bits: u16, name: &[u8], payload: &[u8]) -> Vec<u8> {
+/// Encrypts `plain` with AES-CFB (zero IV) under KDFa(seed, "STORAGE", name) and prefixes an
+/// outer HMAC (KDFa(seed, "INTEGRITY")) over ciphertext || name: the protection of Part 1 §23
+/// shared by TPM2B_PRIVATE, credential blobs and duplication's outer wrapper.
+pub fn wrap_raw(
+    name_alg: HashAlg,
+    seed: &[u8],
+    key_bits: u16,
+    name: &[u8],
+    plain: &[u8],
+) -> Vec<u8> {
     let (sym, hmac_key) = protection_keys(name_alg, seed, key_bits, name);
-    let mut enc = Zeroizing::new(crate::marshal::to_vec(|w| {
-        w.tpm2b(payload);
-    }));
+    let mut enc = Zeroizing::new(plain.to_vec());
     aes_cfb(&sym, &[0u8; AES_BLOCK], &mut enc, true);
     let integrity = hmac(name_alg, &hmac_key, &[&enc, name]);
     crate::marshal::to_vec(|w| {
@@ -425,8 +427,8 @@ pub fn wrap(name_alg: HashAlg, seed: &[u8], key_bits: u16, name: &[u8], payload:
     })
 }
 
-/// Checks and decrypts a blob made by [`wrap`]; returns the inner payload.
-pub fn unwrap(
+/// Checks and decrypts a blob made by [`wrap_raw`].
+pub fn unwrap_raw(
     name_alg: HashAlg,
     seed: &[u8],
     key_bits: u16,
@@ -446,7 +448,32 @@ pub fn unwrap(
     }
     let mut plain = Zeroizing::new(enc.to_vec());
     aes_cfb(&sym, &[0u8; AES_BLOCK], &mut plain, false);
-    let mut pr = Reader::new(&plain);
+    Ok(plain)
+}
+
+/// [`wrap_raw`] of TPM2B(payload).
+pub fn wrap(name_alg: HashAlg, seed: &[u8], key_bits: u16, name: &[u8], payload: &[u8]) -> Vec<u8> {
+    let plain = Zeroizing::new(crate::marshal::to_vec(|w| {
+        w.tpm2b(payload);
+    }));
+    wrap_raw(name_alg, seed, key_bits, name, &plain)
+}
+
+/// Inverse of [`wrap`]: the payload inside the TPM2B.
+pub fn unwrap(
+    name_alg: HashAlg,
+    seed: &[u8],
+    key_bits: u16,
+    name: &[u8],
+    blob: &[u8],
+) -> TpmResult<Zeroizing<Vec<u8>>> {
+    let plain = unwrap_raw(name_alg, seed, key_bits, name, blob)?;
+    untpm2b(&plain)
+}
+
+/// The contents of a buffer that must be exactly one TPM2B.
+pub fn untpm2b(plain: &[u8]) -> TpmResult<Zeroizing<Vec<u8>>> {
+    let mut pr = Reader::new(plain);
     let inner = pr.tpm2b(plain.len()).map_err(|_| TPM_RC_SENSITIVE)?;
     if !pr.is_empty() {
         return Err(TPM_RC_SENSITIVE);

@@ -88,14 +88,6 @@ impl Pcrs {
         }
     }
 
-    /// Extends PCR `i` of every bank with the hash of `data` in that bank's algorithm.
-    pub fn extend_data(&mut self, i: usize, data: &[u8]) {
-        for bank in &mut self.banks {
-            let d = hash(bank.alg, &[data]);
-            bank.values[i] = hash(bank.alg, &[&bank.values[i], &d]);
-        }
-    }
-
     pub fn reset(&mut self, i: usize) {
         for bank in &mut self.banks {
             bank.values[i] = alloc::vec![0; bank.alg.size()];
@@ -103,8 +95,7 @@ impl Pcrs {
     }
 
     pub fn changed(&mut self, i: usize) {
-        // PCR 16 (debug) and 23 (application) changes are not counted... except the spec
-        // counts every PCR not marked "no increment"; the PC Client profile marks 16 and 23.
+        // PCR 16 (debug) and 23 (application) are TPM_PT_PCR_NO_INCREMENT.
         if i != 16 && i != 23 {
             self.update_counter = self.update_counter.wrapping_add(1);
         }

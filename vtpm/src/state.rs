@@ -104,7 +104,6 @@ pub struct Sequence {
     pub auth: Zeroizing<Vec<u8>>,
     /// The first octets of the data (a hash ticket is refused for TPM-generated-looking data).
     pub first: Vec<u8>,
-    pub hierarchy_ok: bool,
 }
 
 /// What a transient handle holds.
@@ -163,6 +162,8 @@ pub struct Tpm {
     pub(crate) hcrtm_done: bool,
     /// NV_GlobalWriteLock was issued (until the next Startup).
     pub(crate) global_write_lock: bool,
+    /// Largest value of any deleted NV counter (new counters continue from it).
+    pub(crate) nv_max_counter: u64,
     /// Derived RSA primaries (RSA key generation is slow).
     pub(crate) primary_cache: Vec<CachedPrimary>,
 }
@@ -254,6 +255,7 @@ impl Tpm {
             hcrtm_done: false,
             global_write_lock: false,
             primary_cache: Vec::new(),
+            nv_max_counter: 0,
         })
     }
 

@@ -18,8 +18,6 @@ pub const MAX_ECC_KEY_BYTES: usize = 48;
 pub const MAX_SYM_DATA: usize = 128;
 /// Largest symmetric key.
 pub const MAX_SYM_KEY_BYTES: usize = 32;
-/// Largest digest buffer (TPM2B_DIGEST and friends).
-pub const MAX_DIGEST_BUFFER: usize = 1024;
 /// Largest TPM2B_MAX_BUFFER.
 pub const MAX_BUFFER: usize = 1024;
 /// Largest NV read/write per command.

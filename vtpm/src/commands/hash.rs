@@ -98,12 +98,7 @@ pub fn hmac_cmd(tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<()> {
 }
 
 fn start_sequence(tpm: &mut Tpm, c: &Cmd, kind: SequenceKind, auth: &[u8]) -> TpmResult<u32> {
-    let seq = Sequence {
-        kind,
-        auth: Zeroizing::new(trim_auth(auth).to_vec()),
-        first: Vec::new(),
-        hierarchy_ok: true,
-    };
+    let seq = Sequence { kind, auth: Zeroizing::new(trim_auth(auth).to_vec()), first: Vec::new() };
     tpm.add_transient(c.client, Loaded::Sequence(Box::new(seq)))
 }
 

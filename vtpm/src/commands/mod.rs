@@ -1,13 +1,21 @@
 //! Command handlers, one module per Part 3 chapter group. Each handler parses its parameters
 //! (tagging errors with the parameter number), checks that nothing is left over, then acts.
 
+pub mod asym;
+pub mod attest;
 pub mod clock;
+pub mod duplication;
 pub mod hash;
+pub mod hierarchy;
+pub mod nv;
 pub mod object;
 pub mod pcr;
+pub mod policy;
 pub mod random;
 pub mod session;
+pub mod sign;
 pub mod startup;
+pub mod sym;
 
 use crate::constants::*;
 use crate::marshal::Reader;
