@@ -393,17 +393,22 @@ impl AuthArea {
             let s = session.as_ref().expect("not a password session");
             key = hmac_key(s, entity, auth);
             let cp = &cp_hashes.iter().find(|(a, _)| *a == s.hash).expect("computed above").1;
+            // The first session's HMAC also covers the nonceTPM of a different decrypt
+            // session, then of a different encrypt session (Part 1 §19.6.5).
             let mut extra: Vec<u8> = Vec::new();
             if index == 0 {
-                for (i, other) in self.sessions.iter().enumerate().skip(1) {
-                    let dec = other.attrs & SA_DECRYPT != 0;
-                    let enc = other.attrs & SA_ENCRYPT != 0;
-                    if dec || enc {
-                        // Each distinct decrypt/encrypt session's nonceTPM is included once.
-                        let _ = i;
-                        extra.extend_from_slice(&tpm.session(cmd.client, other.handle)?.nonce_tpm);
+                let dec = self.sessions.iter().position(|s| s.attrs & SA_DECRYPT != 0);
+                let enc = self.sessions.iter().position(|s| s.attrs & SA_ENCRYPT != 0);
+                let mut add = |i: Option<usize>| -> TpmResult<()> {
+                    if let Some(i) = i.filter(|&i| i != 0) {
+                        extra.extend_from_slice(
+                            &tpm.session(cmd.client, self.sessions[i].handle)?.nonce_tpm,
+                        );
                     }
-                }
+                    Ok(())
+                };
+                add(dec)?;
+                add(enc.filter(|&e| Some(e) != dec))?;
             }
             let expect = hmac(
                 s.hash,

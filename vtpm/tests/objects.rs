@@ -1,0 +1,160 @@
+//! Keys and policies against known values: the TCG EK templates give the standard EK shape,
+//! the EK policy is PolicySecret(TPM_RH_ENDORSEMENT), primaries are re-derivable, contexts
+//! round-trip, and hostile command bytes never break the engine.
+
+mod common;
+use common::*;
+
+const EK_POLICY: &str = "837197674484b3f81a90cc8d46a5d724fd52d76e06520b64f2a1da1b331469aa";
+
+/// The TCG EK Credential Profile template L-1 (RSA 2048) as a TPMT_PUBLIC.
+fn ek_rsa_template() -> Vec<u8> {
+    let mut t =
+        hex(&format!("0001 000b 000300b2 0020 {EK_POLICY} 0006 0080 0043 0010 0800 00000000 0100"));
+    t.extend_from_slice(&[0u8; 256]);
+    t
+}
+
+/// Template L-2 (ECC NIST P-256).
+fn ek_ecc_template() -> Vec<u8> {
+    let mut t =
+        hex(&format!("0023 000b 000300b2 0020 {EK_POLICY} 0006 0080 0043 0010 0003 0010 0020"));
+    t.extend_from_slice(&[0u8; 32]);
+    t.extend_from_slice(&[0, 32]);
+    t.extend_from_slice(&[0u8; 32]);
+    t
+}
+
+fn tpm2b(v: &[u8]) -> Vec<u8> {
+    let mut out = (v.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(v);
+    out
+}
+
+/// CreatePrimary(hierarchy, template) with empty auth; returns (handle, outPublic).
+fn create_primary(tpm: &mut vtpm::Tpm, hierarchy: u32, template: &[u8]) -> (u32, Vec<u8>) {
+    let mut rest = pw_auth(b"");
+    rest.extend_from_slice(&hex("0004 0000 0000")); // inSensitive: empty auth, empty data
+    rest.extend_from_slice(&tpm2b(template));
+    rest.extend_from_slice(&hex("0000 00000000")); // outsideInfo, creationPCR
+    let rsp = tpm.execute(C, 0, &cmd(0x8002, 0x131, &[hierarchy], &rest));
+    assert_eq!(rc(&rsp), 0, "CreatePrimary failed: {rsp:02x?}");
+    let handle = u32::from_be_bytes(rsp[10..14].try_into().unwrap());
+    let size = u16::from_be_bytes(rsp[18..20].try_into().unwrap()) as usize;
+    (handle, rsp[20..20 + size].to_vec())
+}
+
+fn flush(tpm: &mut vtpm::Tpm, h: u32) {
+    assert_eq!(rc(&tpm.execute(C, 0, &cmd(0x8001, 0x165, &[], &h.to_be_bytes()))), 0);
+}
+
+#[test]
+fn ek_templates_give_standard_eks_and_are_rederivable() {
+    let mut tpm = started();
+    for template in [ek_rsa_template(), ek_ecc_template()] {
+        let (h, public) = create_primary(&mut tpm, 0x4000_000B, &template);
+        // Everything but the unique field is the template; unique is the key.
+        let unique_at = template.len() - if template[1] == 1 { 258 } else { 68 };
+        assert_eq!(public[..unique_at], template[..unique_at]);
+        assert_eq!(public.len(), template.len());
+        assert!(public[unique_at + 2..].iter().any(|&b| b != 0));
+        flush(&mut tpm, h);
+        // Same seed and template: the same key.
+        let (h2, again) = create_primary(&mut tpm, 0x4000_000B, &template);
+        assert_eq!(again, public);
+        flush(&mut tpm, h2);
+        // Another hierarchy (another seed): another key.
+        let (h3, other) = create_primary(&mut tpm, 0x4000_0001, &template);
+        assert_ne!(other, public);
+        flush(&mut tpm, h3);
+    }
+}
+
+#[test]
+fn ek_policy_is_policy_secret_endorsement() {
+    let mut tpm = started();
+    // StartAuthSession(NULL, NULL, nonce 16, no salt, TRIAL, NULL sym, SHA-256).
+    let mut p = tpm2b(&[7u8; 16]);
+    p.extend_from_slice(&hex("0000 03 0010 000b"));
+    let rsp = tpm.execute(C, 0, &cmd(0x8001, 0x176, &[0x4000_0007, 0x4000_0007], &p));
+    assert_eq!(rc(&rsp), 0);
+    let session = u32::from_be_bytes(rsp[10..14].try_into().unwrap());
+    // PolicySecret(TPM_RH_ENDORSEMENT, session, nonce=empty, cpHash=empty, ref=empty, 0).
+    let mut rest = pw_auth(b"");
+    rest.extend_from_slice(&hex("0000 0000 0000 00000000"));
+    let rsp = tpm.execute(C, 0, &cmd(0x8002, 0x151, &[0x4000_000B, session], &rest));
+    assert_eq!(rc(&rsp), 0, "{rsp:02x?}");
+    let rsp = tpm.execute(C, 0, &cmd(0x8001, 0x189, &[session], &[]));
+    assert_eq!(rsp[10..], tpm2b(&hex(EK_POLICY))[..]);
+}
+
+#[test]
+fn context_save_load_round_trip() {
+    let mut tpm = started();
+    let (h, public) = create_primary(&mut tpm, 0x4000_0001, &ek_ecc_template());
+    let rsp = tpm.execute(C, 0, &cmd(0x8001, 0x162, &[h], &[]));
+    assert_eq!(rc(&rsp), 0);
+    let context = rsp[10..].to_vec();
+    flush(&mut tpm, h);
+    // Another client loads it and reads the same public area.
+    let other = vtpm::ClientId(2);
+    let rsp = tpm.execute(other, 0, &cmd(0x8001, 0x161, &[], &context));
+    assert_eq!(rc(&rsp), 0);
+    let h2 = u32::from_be_bytes(rsp[10..14].try_into().unwrap());
+    let rsp = tpm.execute(other, 0, &cmd(0x8001, 0x173, &[h2], &[]));
+    assert_eq!(rsp[12..12 + public.len()], public[..]);
+    // The first client does not see the second client's object.
+    assert_eq!(rc(&tpm.execute(C, 0, &cmd(0x8001, 0x173, &[h2], &[]))), 0x910);
+    // A tampered context fails its integrity check.
+    let mut bad = context.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert_eq!(rc(&tpm.execute(C, 0, &cmd(0x8001, 0x161, &[], &bad))), 0x1DF);
+    tpm.client_gone(other);
+    assert_eq!(rc(&tpm.execute(other, 0, &cmd(0x8001, 0x173, &[h2], &[]))), 0x910);
+}
+
+/// A small deterministic PRNG for mutation testing.
+struct XorShift(u64);
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn mutated_commands_always_get_well_formed_responses() {
+    let mut tpm = started();
+    let (key, _) = create_primary(&mut tpm, 0x4000_0001, &ek_ecc_template());
+    let mut seeds: Vec<Vec<u8>> = vec![
+        cmd(0x8001, 0x17B, &[], &[0, 8]),
+        cmd(0x8001, 0x17A, &[], &hex("00000006 00000100 00000040")),
+        cmd(0x8001, 0x17E, &[], &hex("00000002 000b 03 ffffff 0004 03 010000")),
+        cmd(0x8001, 0x173, &[key], &[]),
+        cmd(0x8001, 0x162, &[key], &[]),
+    ];
+    let mut create = pw_auth(b"");
+    create.extend_from_slice(&hex("0004 0000 0000"));
+    create.extend_from_slice(&tpm2b(&ek_rsa_template()));
+    create.extend_from_slice(&hex("0000 00000000"));
+    seeds.push(cmd(0x8002, 0x153, &[key], &create));
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    for i in 0..3000 {
+        let mut c = seeds[i % seeds.len()].clone();
+        let flips = 1 + rng.next() % 4;
+        for _ in 0..flips {
+            let at = (rng.next() as usize) % c.len();
+            c[at] = rng.next() as u8;
+        }
+        if rng.next() % 5 == 0 {
+            let cut = (rng.next() as usize) % c.len();
+            c.truncate(cut);
+        }
+        let rsp = tpm.execute(C, (rng.next() % 5) as u8, &c);
+        assert!(rsp.len() >= 10);
+        assert_eq!(u32::from_be_bytes(rsp[2..6].try_into().unwrap()) as usize, rsp.len());
+    }
+}
