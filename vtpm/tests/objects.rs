@@ -149,7 +149,7 @@ fn mutated_commands_always_get_well_formed_responses() {
             let at = (rng.next() as usize) % c.len();
             c[at] = rng.next() as u8;
         }
-        if rng.next() % 5 == 0 {
+        if rng.next().is_multiple_of(5) {
             let cut = (rng.next() as usize) % c.len();
             c.truncate(cut);
         }
