@@ -20,5 +20,4 @@ pub mod testing;
 
 #[cfg(target_os = "none")]
 pub mod boot;
-#[cfg(target_os = "none")]
 pub mod platform;

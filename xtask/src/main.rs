@@ -1,7 +1,22 @@
 //! `cargo xtask`: the one entry point for building, packaging, booting and
 //! testing the SVSM. CI runs exactly what a developer runs.
 
+mod bios_image;
+mod builder;
 mod env;
+mod firmware;
+mod id_block;
+mod igvm_image;
+#[cfg(test)]
+mod image_tests;
+mod kvm_rules;
+mod measure;
+mod qemu;
+mod run;
+mod setup;
+mod start_context;
+
+use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -17,6 +32,18 @@ struct Cli {
 enum Command {
     /// Run every test: host unit tests, vTPM conformance, boot tests.
     Test,
+    /// Build stage2 and the kernel and write the IGVM file, its launch
+    /// digest, page log and QEMU -bios wrapper.
+    Build(run::BuildArgs),
+    /// Build and boot the SVSM under QEMU (or the launcher).
+    Run(run::RunArgs),
+    /// Print the SNP launch digest of an IGVM file.
+    Measure {
+        /// The IGVM file.
+        file: PathBuf,
+    },
+    /// Install what the other commands need (QEMU, OVMF, Python venv, Rust target).
+    Setup,
 }
 
 fn main() -> Result<()> {
@@ -24,8 +51,14 @@ fn main() -> Result<()> {
     let env = env::Env::discover()?;
     match cli.command {
         Command::Test => {
+            setup::ensure_boot_tools(&env)?;
+            setup::ensure_python_venv(&env)?;
             env.cargo(&["test", "--workspace"])?;
             Ok(())
         }
+        Command::Build(args) => run::build(&env, &args),
+        Command::Run(args) => run::run(&env, &args),
+        Command::Measure { file } => builder::measure_file(&file),
+        Command::Setup => setup::run(&env),
     }
 }

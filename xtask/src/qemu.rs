@@ -1,0 +1,240 @@
+//! Booting an image under QEMU: q35 with the `-bios` ROM wrapper, serial
+//! on the terminal and captured, the isa-debug-exit device as the exit
+//! status, and a timeout that ends only the QEMU process group it started.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use abi::layout::{DEBUG_EXIT_PORT, EXIT_FAILURE, EXIT_SUCCESS, exit_status};
+use anyhow::{Context, Result};
+
+/// How QEMU runs the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Accel {
+    /// Software emulation (works everywhere; the default here).
+    Tcg,
+    /// Hardware virtualization through /dev/kvm.
+    Kvm,
+}
+
+/// QEMU settings.
+#[derive(Clone, Debug)]
+pub struct QemuOptions {
+    pub accel: Accel,
+    /// `-cpu` model, e.g. `EPYC-v4` or `EPYC-v4,+svm,+npt`.
+    pub cpu: String,
+    /// `-m` value.
+    pub memory: String,
+    /// vCPU count.
+    pub cpus: u32,
+    /// Kill the guest after this long.
+    pub timeout: Duration,
+    /// Copy the serial output to our stdout as it arrives.
+    pub echo: bool,
+}
+
+impl Default for QemuOptions {
+    fn default() -> Self {
+        QemuOptions {
+            accel: Accel::Tcg,
+            cpu: "EPYC-v4".into(),
+            memory: "512M".into(),
+            cpus: 1,
+            timeout: Duration::from_secs(120),
+            echo: true,
+        }
+    }
+}
+
+/// How the SVSM ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// It wrote EXIT_SUCCESS to the exit port.
+    Success,
+    /// It wrote EXIT_FAILURE to the exit port.
+    Failure,
+    /// It wrote another value to the exit port.
+    ExitValue(u8),
+    /// QEMU exited without the exit port (reset, shutdown, triple fault
+    /// with -no-reboot) with this status.
+    QemuExit(i32),
+    /// QEMU was killed by a signal.
+    Killed,
+    /// The timeout expired.
+    Timeout,
+}
+
+impl Ending {
+    fn from_status(status: std::process::ExitStatus) -> Ending {
+        match status.code() {
+            Some(code) if code == exit_status(EXIT_SUCCESS) => Ending::Success,
+            Some(code) if code == exit_status(EXIT_FAILURE) => Ending::Failure,
+            Some(code) if code & 1 == 1 && code > 1 => Ending::ExitValue((code >> 1) as u8),
+            Some(code) => Ending::QemuExit(code),
+            None => Ending::Killed,
+        }
+    }
+
+    /// Whether the SVSM reported success.
+    pub fn is_success(&self) -> bool {
+        *self == Ending::Success
+    }
+
+    /// One line for the user.
+    pub fn describe(&self, timeout: Duration) -> String {
+        match self {
+            Ending::Success => format!(
+                "SVSM ended: SUCCESS (exit port {DEBUG_EXIT_PORT:#x} value {EXIT_SUCCESS:#x})"
+            ),
+            Ending::Failure => format!(
+                "SVSM ended: FAILURE (exit port {DEBUG_EXIT_PORT:#x} value {EXIT_FAILURE:#x})"
+            ),
+            Ending::ExitValue(v) => {
+                format!("SVSM ended: FAILURE (unexpected exit port value {v:#x})")
+            }
+            Ending::QemuExit(code) => format!(
+                "SVSM ended: FAILURE (QEMU exited with status {code} without the exit port: reset, shutdown or triple fault)"
+            ),
+            Ending::Killed => "SVSM ended: FAILURE (QEMU was killed by a signal)".to_string(),
+            Ending::Timeout => format!("SVSM ended: TIMEOUT after {} s", timeout.as_secs()),
+        }
+    }
+}
+
+/// The outcome of one boot.
+#[derive(Clone, Debug)]
+pub struct BootResult {
+    pub ending: Ending,
+    /// Everything the guest wrote to COM1 (the boot tests read it; `run`
+    /// shows it live instead).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub serial: String,
+    /// QEMU's own messages.
+    pub qemu_stderr: String,
+    pub elapsed: Duration,
+}
+
+/// The QEMU command line for `rom`.
+pub fn command(rom: &Path, options: &QemuOptions) -> Command {
+    let mut command = Command::new("qemu-system-x86_64");
+    let accel = match options.accel {
+        Accel::Tcg => "tcg",
+        Accel::Kvm => "kvm",
+    };
+    command
+        .args(["-machine", "q35", "-accel", accel, "-cpu", &options.cpu, "-m", &options.memory])
+        .args(["-smp", &options.cpus.to_string()])
+        .arg("-bios")
+        .arg(rom)
+        .args(["-device", &format!("isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=2")])
+        .args([
+            "-serial",
+            "stdio",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-nodefaults",
+            "-no-reboot",
+        ]);
+    command
+}
+
+/// Boots `rom`, captures the serial output and returns how it ended.
+pub fn boot(rom: &Path, options: &QemuOptions) -> Result<BootResult> {
+    use std::os::unix::process::CommandExt;
+    let mut command = command(rom, options);
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    let started = Instant::now();
+    let mut child = command
+        .spawn()
+        .context("starting qemu-system-x86_64 (run `cargo xtask setup` to install QEMU)")?;
+    let serial = Arc::new(Mutex::new(Vec::new()));
+    let stdout = child.stdout.take().context("QEMU's stdout")?;
+    let stderr = child.stderr.take().context("QEMU's stderr")?;
+    let echo = options.echo;
+    let serial_reader = {
+        let serial = Arc::clone(&serial);
+        std::thread::spawn(move || copy_stream(stdout, &serial, echo))
+    };
+    let stderr_buffer = Arc::new(Mutex::new(Vec::new()));
+    let stderr_reader = {
+        let buffer = Arc::clone(&stderr_buffer);
+        std::thread::spawn(move || copy_stream(stderr, &buffer, false))
+    };
+    let ending = loop {
+        if let Some(status) = child.try_wait().context("waiting for QEMU")? {
+            break Ending::from_status(status);
+        }
+        if started.elapsed() >= options.timeout {
+            kill_process_group(child.id());
+            child.wait().context("reaping QEMU")?;
+            break Ending::Timeout;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let elapsed = started.elapsed();
+    let _ = serial_reader.join();
+    let _ = stderr_reader.join();
+    let text = |buffer: &Arc<Mutex<Vec<u8>>>| {
+        String::from_utf8_lossy(&buffer.lock().expect("reader threads have ended")).into_owned()
+    };
+    Ok(BootResult { ending, serial: text(&serial), qemu_stderr: text(&stderr_buffer), elapsed })
+}
+
+fn copy_stream(mut stream: impl Read, into: &Mutex<Vec<u8>>, echo: bool) {
+    let mut chunk = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        into.lock().expect("only this thread writes").extend_from_slice(&chunk[..n]);
+        if echo {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&chunk[..n]);
+            let _ = out.flush();
+        }
+    }
+}
+
+/// Sends SIGKILL to the process group QEMU leads (it was spawned with
+/// `process_group(0)`, so the group is QEMU's and nothing else's).
+fn kill_process_group(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return };
+    // SAFETY: kill(2) has no memory-safety preconditions; the negative pid
+    // names the process group our child created and leads.
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn exit_statuses_map_to_endings() {
+        let status = |code: i32| std::process::ExitStatus::from_raw(code << 8);
+        assert_eq!(Ending::from_status(status(33)), Ending::Success);
+        assert_eq!(Ending::from_status(status(35)), Ending::Failure);
+        assert_eq!(Ending::from_status(status(0x63)), Ending::ExitValue(0x31));
+        assert_eq!(Ending::from_status(status(0)), Ending::QemuExit(0));
+        assert_eq!(Ending::from_status(status(1)), Ending::QemuExit(1));
+        assert_eq!(Ending::from_status(std::process::ExitStatus::from_raw(9)), Ending::Killed);
+    }
+
+    #[test]
+    fn command_line_has_the_devices() {
+        let command = command(Path::new("/tmp/x.bios"), &QemuOptions::default());
+        let args: Vec<_> = command.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let line = args.join(" ");
+        assert!(line.contains("-machine q35 -accel tcg -cpu EPYC-v4 -m 512M"), "{line}");
+        assert!(line.contains("-bios /tmp/x.bios"));
+        assert!(line.contains("isa-debug-exit,iobase=0x501,iosize=2"));
+        assert!(line.contains("-no-reboot"));
+    }
+}
