@@ -304,12 +304,12 @@ pub fn get_capability(tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<(
 fn pcr_properties() -> Vec<(u32, u32)> {
     let mask =
         |f: &dyn Fn(usize) -> bool| (0..PCR_COUNT).filter(|&i| f(i)).fold(0u32, |m, i| m | 1 << i);
-    let mut out = alloc::vec![(0x00, mask(&|i| i < 16))];
+    let mut out = alloc::vec![(0x00, mask(&crate::pcr::state_saved))];
     for loc in 0..5u8 {
         out.push((0x01 + 2 * u32::from(loc), mask(&|i| extend_localities(i) & (1 << loc) != 0)));
         out.push((0x02 + 2 * u32::from(loc), mask(&|i| reset_localities(i) & (1 << loc) != 0)));
     }
-    out.push((0x11, mask(&|i| i == 16 || i == 23)));
+    out.push((0x11, mask(&crate::pcr::no_increment)));
     out.push((0x12, mask(&|i| (17..=22).contains(&i))));
     out.push((0x13, 0));
     out.push((0x14, 0));

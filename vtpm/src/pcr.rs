@@ -26,24 +26,36 @@ pub struct Pcrs {
     pub update_counter: u32,
 }
 
-/// Localities (bit n = locality n) that may extend / reset PCR `i` (PC Client PTP table).
+/// Localities (bit n = locality n) that may extend PCR `i` (the reference implementation's
+/// PC Client attribute table).
 pub fn extend_localities(i: usize) -> u8 {
     match i {
-        17..=19 => 0b11100,
-        20 => 0b11110,
-        21 | 22 => 0b00100,
-        _ => 0b11111,
+        17 | 18 => 0x1C,
+        19 => 0x0C,
+        20 => 0x0E,
+        21 | 22 => 0x04,
+        _ => 0x1F,
     }
 }
 
+/// Localities that may reset PCR `i` (none for PCR 0-15).
 pub fn reset_localities(i: usize) -> u8 {
     match i {
-        16 | 23 => 0b11111,
-        17..=19 => 0b10000,
-        20 => 0b10100,
-        21 | 22 => 0b00100,
+        16 | 23 => 0x0F,
+        17..=19 => 0x10,
+        20..=22 => 0x14,
         _ => 0,
     }
+}
+
+/// Whether PCR `i` is saved by Shutdown(STATE) (TPM_PT_PCR_SAVE).
+pub fn state_saved(i: usize) -> bool {
+    i < 16
+}
+
+/// Whether a change of PCR `i` leaves pcrUpdateCounter alone (TPM_PT_PCR_NO_INCREMENT).
+pub fn no_increment(i: usize) -> bool {
+    (20..=22).contains(&i)
 }
 
 /// The value PCR `i` holds after TPM Reset (PCR 17-22 start at all ones, the rest at zero).
@@ -95,8 +107,7 @@ impl Pcrs {
     }
 
     pub fn changed(&mut self, i: usize) {
-        // PCR 16 (debug) and 23 (application) are TPM_PT_PCR_NO_INCREMENT.
-        if i != 16 && i != 23 {
+        if !no_increment(i) {
             self.update_counter = self.update_counter.wrapping_add(1);
         }
     }

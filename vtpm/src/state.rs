@@ -342,7 +342,12 @@ impl Tpm {
             }
             17
         } else {
-            self.pcrs.reset(0);
+            // H-CRTM: PCR 0 starts at 0...04 (locality 4) before the extend.
+            for bank in &mut self.pcrs.banks {
+                let last = bank.values[0].len() - 1;
+                bank.values[0].fill(0);
+                bank.values[0][last] = 4;
+            }
             self.hcrtm_done = true;
             0
         };

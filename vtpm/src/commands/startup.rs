@@ -3,10 +3,11 @@
 use crate::constants::*;
 use crate::dispatch::Cmd;
 use crate::marshal::Reader;
-use crate::pcr::Pcrs;
+use crate::pcr::{Pcrs, state_saved};
 use crate::rc::*;
 use crate::session::SessionSlot;
 use crate::state::{SavedState, Tpm};
+use crate::types::PCR_COUNT;
 
 use super::end;
 
@@ -32,16 +33,25 @@ pub fn startup(tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<()> {
             for (bank, new) in tpm.pcrs.banks.iter_mut().zip(fresh.banks) {
                 bank.values[16..].clone_from_slice(&new.values[16..]);
             }
+            for i in (0..PCR_COUNT).filter(|&i| !state_saved(i)) {
+                tpm.pcrs.changed(i);
+            }
             tpm.clock.restart_count = tpm.clock.restart_count.wrapping_add(1);
         }
         (_, saved) => {
-            if saved.is_some() {
+            let counter = if saved.is_some() {
                 // TPM Restart.
                 tpm.clock.restart_count = tpm.clock.restart_count.wrapping_add(1);
+                tpm.pcrs.update_counter
             } else {
                 tpm_reset(tpm);
-            }
+                0
+            };
             reset_pcrs(tpm, c.locality);
+            tpm.pcrs.update_counter = counter;
+            for i in 0..PCR_COUNT {
+                tpm.pcrs.changed(i);
+            }
             tpm.hier.platform = Default::default();
             tpm.hier.ph_enable = true;
             tpm.hier.sh_enable = true;
@@ -86,9 +96,7 @@ fn tpm_reset(tpm: &mut Tpm) {
 fn reset_pcrs(tpm: &mut Tpm, locality: u8) {
     let keep0 = tpm.hcrtm_done;
     let old0: Vec<Vec<u8>> = tpm.pcrs.banks.iter().map(|b| b.values[0].clone()).collect();
-    let counter = tpm.pcrs.update_counter;
     tpm.pcrs = Pcrs::new(&tpm.pcr_allocation);
-    tpm.pcrs.update_counter = counter;
     for (bank, old) in tpm.pcrs.banks.iter_mut().zip(old0) {
         if keep0 {
             bank.values[0] = old;
