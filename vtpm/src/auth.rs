@@ -264,6 +264,9 @@ impl AuthArea {
         if !entity.available {
             return Err(TPM_RC_AUTH_UNAVAILABLE);
         }
+        if handle == TPM_RH_PLATFORM && tpm.pp_commands.contains(&cmd.cc) && !tpm.pp_asserted {
+            return Err(TPM_RC_PP);
+        }
         // Role checks (§5.6 items 4-7).
         match role {
             Role::Dup if !policy => return Err(TPM_RC_AUTH_TYPE),
@@ -354,7 +357,7 @@ impl AuthArea {
                     return Err(TPM_RC_POLICY_FAIL);
                 }
             }
-            if p.pp_required {
+            if p.pp_required && !tpm.pp_asserted {
                 return Err(TPM_RC_PP);
             }
         }

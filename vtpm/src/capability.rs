@@ -233,8 +233,12 @@ pub fn get_capability(tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<(
             })
         }
         TPM_CAP_PP_COMMANDS | TPM_CAP_AUDIT_COMMANDS => {
-            body.u32(0);
-            false
+            let set =
+                if cap == TPM_CAP_PP_COMMANDS { &tpm.pp_commands } else { &tpm.audit.commands };
+            let items: Vec<u32> = set.iter().copied().filter(|cc| *cc >= property).collect();
+            write_list(&mut body, &items, count, 4, |w, cc| {
+                w.u32(*cc);
+            })
         }
         TPM_CAP_PCRS => {
             let banks: Vec<_> = ALLOCATABLE.iter().collect();

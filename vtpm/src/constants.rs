@@ -35,6 +35,7 @@ pub const TPM_ST_NULL: u16 = 0x8000;
 pub const TPM_ST_NO_SESSIONS: u16 = 0x8001;
 pub const TPM_ST_SESSIONS: u16 = 0x8002;
 pub const TPM_ST_ATTEST_NV: u16 = 0x8014;
+pub const TPM_ST_ATTEST_COMMAND_AUDIT: u16 = 0x8015;
 pub const TPM_ST_ATTEST_SESSION_AUDIT: u16 = 0x8016;
 pub const TPM_ST_ATTEST_CERTIFY: u16 = 0x8017;
 pub const TPM_ST_ATTEST_QUOTE: u16 = 0x8018;

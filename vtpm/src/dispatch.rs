@@ -4,9 +4,12 @@
 
 use alloc::vec::Vec;
 
+use zeroize::Zeroizing;
+
 use crate::auth::{AuthArea, Role};
 use crate::commands::*;
 use crate::constants::*;
+use crate::crypto::hash::{Hasher, hash};
 use crate::marshal::{Reader, Writer};
 use crate::rc::*;
 use crate::state::Tpm;
@@ -145,10 +148,12 @@ pub static COMMANDS: &[Spec] = &[
     spec!(0x129, [(HierarchyAuth, User)], false, true, false, N::None, F_NV, hierarchy::hierarchy_change_auth),
     spec!(0x12A, [(Provision, User)], false, true, false, N::None, F_NV, nv::define_space),
     spec!(0x12B, [(Platform, User)], false, false, false, N::None, F_NV, pcr::allocate),
+    spec!(0x12D, [(Platform, User)], false, false, false, N::None, F_NV, audit::pp_commands),
     spec!(0x12E, [(HierarchyAuth, User)], false, true, false, N::None, F_NV, hierarchy::set_primary_policy),
     spec!(0x130, [(Provision, User)], false, false, false, N::None, 0, clock::clock_rate_adjust),
     spec!(0x131, [(Hierarchy { null: true }, User)], true, true, true, N::None, 0, object::create_primary),
     spec!(0x132, [(Provision, User)], false, false, false, N::None, F_NV, nv::global_write_lock),
+    spec!(0x133, [(Endorsement, User), (Object { null: true }, User)], false, true, true, N::None, 0, audit::get_command_audit_digest),
     spec!(0x134, [(NvAuth, User), (NvIndex, NoAuth)], false, false, false, N::Write, F_NV, nv::increment),
     spec!(0x135, [(NvAuth, User), (NvIndex, NoAuth)], false, false, false, N::Write, F_NV, nv::set_bits),
     spec!(0x136, [(NvAuth, User), (NvIndex, NoAuth)], false, true, false, N::Write, F_NV, nv::extend),
@@ -160,6 +165,7 @@ pub static COMMANDS: &[Spec] = &[
     spec!(0x13C, [(Pcr { null: true }, User)], false, true, false, N::None, 0, pcr::event),
     spec!(0x13D, [(Pcr { null: false }, User)], false, false, false, N::None, 0, pcr::reset),
     spec!(0x13E, [(Object { null: false }, User)], false, true, true, N::None, F_FLUSHED, hash::sequence_complete),
+    spec!(0x140, [(Provision, User)], false, false, false, N::None, F_NV, audit::set_command_code_audit_status),
     spec!(0x142, [], false, false, false, N::None, 0, startup::incremental_self_test),
     spec!(0x143, [], false, false, false, N::None, 0, startup::self_test),
     spec!(0x144, [], false, false, false, N::None, F_NV, startup::startup),
@@ -303,7 +309,12 @@ impl Tpm {
             return Err(TPM_RC_AUTH_MISSING);
         }
         let params_start = r.position();
-        let mut params = command[params_start..].to_vec();
+        let mut params = Zeroizing::new(command[params_start..].to_vec());
+        let audit_cp = if self.audit.commands.contains(&cc) {
+            Some(self.audit_cp_hash(client, cc, &handles, &params)?)
+        } else {
+            None
+        };
         let mut cmd = Cmd {
             client,
             locality,
@@ -328,16 +339,45 @@ impl Tpm {
             rsp.u32(cmd.out_handle.unwrap_or(TPM_RH_NULL));
         }
         let mut out = cmd.out.into_vec();
-        if sessions_tag {
-            let trailer = auth_state.respond(self, spec, client, cc, &mut out)?;
-            rsp.u32(out.len() as u32).bytes(&out).bytes(&trailer);
+        let trailer = if sessions_tag {
+            Some(auth_state.respond(self, spec, client, cc, &mut out)?)
         } else {
-            rsp.bytes(&out);
+            None
+        };
+        if let Some(cp) = audit_cp {
+            let alg = self.audit.alg;
+            let rp = hash(alg, &[&0u32.to_be_bytes(), &cc.to_be_bytes(), &out]);
+            self.audit_command(&cp, &rp);
+        }
+        match trailer {
+            Some(trailer) => {
+                rsp.u32(out.len() as u32).bytes(&out).bytes(&trailer);
+            }
+            None => {
+                rsp.bytes(&out);
+            }
         }
         let mut rsp = rsp.into_vec();
         let len = rsp.len() as u32;
         rsp[2..6].copy_from_slice(&len.to_be_bytes());
         Ok(rsp)
+    }
+
+    /// cpHash of a command for the command audit (names of the handles before execution).
+    fn audit_cp_hash(
+        &self,
+        client: ClientId,
+        cc: u32,
+        handles: &[u32],
+        params: &[u8],
+    ) -> TpmResult<Vec<u8>> {
+        let mut h = Hasher::new(self.audit.alg);
+        h.update(&cc.to_be_bytes());
+        for &handle in handles {
+            h.update(&self.name_of(client, handle)?);
+        }
+        h.update(params);
+        Ok(h.finish())
     }
 
     /// Part 3 §5.4: the handle has the right type for the command and the entity is present.

@@ -162,6 +162,12 @@ pub struct Tpm {
     pub(crate) hcrtm_done: bool,
     /// NV_GlobalWriteLock was issued (until the next Startup).
     pub(crate) global_write_lock: bool,
+    /// Command audit state.
+    pub(crate) audit: crate::commands::audit::CommandAudit,
+    /// Commands that need physical presence when authorized by the platform.
+    pub(crate) pp_commands: alloc::collections::BTreeSet<u32>,
+    /// The platform asserts physical presence.
+    pub(crate) pp_asserted: bool,
     /// Largest value of any deleted NV counter (new counters continue from it).
     pub(crate) nv_max_counter: u64,
     /// Derived RSA primaries (RSA key generation is slow).
@@ -256,6 +262,9 @@ impl Tpm {
             global_write_lock: false,
             primary_cache: Vec::new(),
             nv_max_counter: 0,
+            audit: Default::default(),
+            pp_commands: [crate::commands::audit::CC_PP_COMMANDS].into_iter().collect(),
+            pp_asserted: false,
         })
     }
 
@@ -305,6 +314,12 @@ impl Tpm {
         if self.pcrs.algs() != self.pcr_allocation {
             self.pcrs = Pcrs::new(&self.pcr_allocation);
         }
+    }
+
+    /// Physical presence signal (mssim PHYS_PRES_ON/OFF): while asserted, commands in the
+    /// PP list and TPM2_PolicyPhysicalPresence policies can be satisfied.
+    pub fn set_physical_presence(&mut self, asserted: bool) {
+        self.pp_asserted = asserted;
     }
 
     /// A client went away (e.g. its socket closed): flush its sessions and transient objects.

@@ -94,6 +94,24 @@ impl Tpm {
     }
 }
 
+/// Resolves the signer `handle` and produces the signed attestation (shared with the audit
+/// commands).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attest_with(
+    tpm: &mut Tpm,
+    c: &mut Cmd,
+    handle: u32,
+    n: u32,
+    requested: Scheme,
+    scheme_param: u32,
+    tag: u16,
+    extra: &[u8],
+    attested: &[u8],
+) -> TpmResult<()> {
+    let s = signer(tpm, c, handle, n, requested, scheme_param)?;
+    tpm.attest(c, s, tag, extra, attested)
+}
+
 /// TPM2_Quote.
 pub fn quote(tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<()> {
     let extra = r.tpm2b(64).param(1)?.to_vec();

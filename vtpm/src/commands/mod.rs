@@ -3,6 +3,7 @@
 
 pub mod asym;
 pub mod attest;
+pub mod audit;
 pub mod clock;
 pub mod duplication;
 pub mod hash;

@@ -39,8 +39,11 @@ pub(crate) fn decrypt_secret(
                 l.push(0);
             }
             let mut rng = tpm.rng();
-            rsa::decrypt(&mut rng, private, RsaEncScheme::Oaep(name_alg), &l, secret)
-                .map_err(|_| TPM_RC_VALUE)
+            rsa::decrypt(&mut rng, private, RsaEncScheme::Oaep(name_alg), &l, secret).map_err(
+                |rc| {
+                    if rc == TPM_RC_SIZE { TPM_RC_SIZE } else { TPM_RC_VALUE }
+                },
+            )
         }
         PublicParams::Ecc { curve, .. } => {
             let mut r = Reader::new(secret);
