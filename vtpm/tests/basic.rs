@@ -99,3 +99,33 @@ fn get_capability_lists() {
     let rsp = tpm.execute(C, 0, &cmd(0x8001, 0x17A, &[], &hex("00000006 00000100 00000001")));
     assert_eq!(rsp, hex("8001 0000001b 00000000 01 00000006 00000001 00000100 322e3000"));
 }
+
+#[test]
+fn dictionary_attack_lockout_and_reset() {
+    let mut tpm = started();
+    // A sealed object would do; an NV index without NO_DA is simpler: define with auth "pw".
+    let mut rest = pw_auth(b"");
+    rest.extend_from_slice(&hex("0002 7077")); // auth "pw"
+    rest.extend_from_slice(&hex("000e 01500001 000b 00040004 0000 0008")); // AUTHREAD|AUTHWRITE
+    assert_eq!(rc(&tpm.execute(C, 0, &cmd(0x8002, 0x12A, &[0x4000_0001], &rest))), 0);
+    let write = |pw: &[u8]| {
+        let mut r = pw_auth(pw);
+        r.extend_from_slice(&hex("0008 0102030405060708 0000"));
+        cmd(0x8002, 0x137, &[0x0150_0001, 0x0150_0001], &r)
+    };
+    assert_eq!(rc(&tpm.execute(C, 0, &write(b"pw"))), 0);
+    // Three failures (maxTries = 3) are TPM_RC_AUTH_FAIL on session 1, then lockout.
+    for _ in 0..3 {
+        assert_eq!(rc(&tpm.execute(C, 0, &write(b"xx"))), 0x98E);
+    }
+    assert_eq!(rc(&tpm.execute(C, 0, &write(b"pw"))), 0x921);
+    // TPM_PT_LOCKOUT_COUNTER reports 3.
+    let rsp = tpm.execute(C, 0, &cmd(0x8001, 0x17A, &[], &hex("00000006 0000020e 00000001")));
+    assert_eq!(rsp[rsp.len() - 4..], [0, 0, 0, 3]);
+    // DictionaryAttackLockReset with lockoutAuth clears it.
+    assert_eq!(rc(&tpm.execute(C, 0, &cmd(0x8002, 0x139, &[0x4000_000A], &pw_auth(b"")))), 0);
+    assert_eq!(rc(&tpm.execute(C, 0, &write(b"pw"))), 0);
+    // A wrong lockoutAuth blocks lockoutAuth itself.
+    assert_eq!(rc(&tpm.execute(C, 0, &cmd(0x8002, 0x139, &[0x4000_000A], &pw_auth(b"no")))), 0x98E);
+    assert_eq!(rc(&tpm.execute(C, 0, &cmd(0x8002, 0x139, &[0x4000_000A], &pw_auth(b"")))), 0x921);
+}

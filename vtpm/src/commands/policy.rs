@@ -405,7 +405,8 @@ pub fn policy_template(tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<
 /// signed); `None` for an unknown operation.
 fn compare(a: &[u8], b: &[u8], op: u16) -> Option<bool> {
     let signed_lt = |a: &[u8], b: &[u8]| {
-        let (sa, sb) = (a[0] & 0x80 != 0, b[0] & 0x80 != 0);
+        let neg = |v: &[u8]| v.first().is_some_and(|x| x & 0x80 != 0);
+        let (sa, sb) = (neg(a), neg(b));
         if sa != sb { sa } else { a < b }
     };
     Some(match op {
