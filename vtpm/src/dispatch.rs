@@ -210,6 +210,7 @@ pub static COMMANDS: &[Spec] = &[
     spec!(0x16F, [(PolicySession, NoAuth)], false, false, false, N::None, 0, policy::policy_locality),
     spec!(0x170, [(PolicySession, NoAuth)], false, true, false, N::None, 0, policy::policy_name_hash),
     spec!(0x171, [(PolicySession, NoAuth)], false, false, false, N::None, 0, policy::policy_or),
+    spec!(0x172, [(PolicySession, NoAuth)], false, true, false, N::None, 0, policy::policy_ticket),
     spec!(0x173, [(Object { null: false }, NoAuth)], false, false, true, N::None, 0, object::read_public),
     spec!(0x174, [(Object { null: false }, NoAuth)], false, true, true, N::None, 0, asym::rsa_encrypt),
     spec!(0x176, [(Object { null: true }, NoAuth), (Entity { null: true }, NoAuth)], true, true, true, N::None, 0, session::start_auth_session),

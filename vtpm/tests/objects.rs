@@ -158,3 +158,47 @@ fn mutated_commands_always_get_well_formed_responses() {
         assert_eq!(u32::from_be_bytes(rsp[2..6].try_into().unwrap()) as usize, rsp.len());
     }
 }
+
+/// Starts a policy session (SHA-256); returns (handle, nonceTPM).
+fn policy_session(tpm: &mut vtpm::Tpm) -> (u32, Vec<u8>) {
+    let mut p = tpm2b(&[7u8; 16]);
+    p.extend_from_slice(&hex("0000 01 0010 000b"));
+    let rsp = tpm.execute(C, 0, &cmd(0x8001, 0x176, &[0x4000_0007, 0x4000_0007], &p));
+    assert_eq!(rc(&rsp), 0);
+    (u32::from_be_bytes(rsp[10..14].try_into().unwrap()), rsp[16..48].to_vec())
+}
+
+#[test]
+fn policy_ticket_replays_policy_secret() {
+    let mut tpm = started();
+    let (s1, nonce) = policy_session(&mut tpm);
+    // PolicySecret(owner) with expiration -60 s: returns a timeout and a ticket.
+    let mut rest = pw_auth(b"");
+    rest.extend_from_slice(&tpm2b(&nonce));
+    rest.extend_from_slice(&hex("0000 0000"));
+    rest.extend_from_slice(&(-60i32).to_be_bytes());
+    let rsp = tpm.execute(C, 0, &cmd(0x8002, 0x151, &[0x4000_0001, s1], &rest));
+    assert_eq!(rc(&rsp), 0, "{rsp:02x?}");
+    let size = u32::from_be_bytes(rsp[10..14].try_into().unwrap()) as usize;
+    let params = &rsp[14..14 + size];
+    assert_eq!(params[..2], [0, 8]);
+    let timeout = params[2..10].to_vec();
+    let ticket = params[10..].to_vec();
+    assert_eq!(ticket[..6], hex("8023 40000001"));
+    let digest1 = tpm.execute(C, 0, &cmd(0x8001, 0x189, &[s1], &[]))[10..].to_vec();
+    // PolicyTicket in a new session gives the same policy digest.
+    let (s2, _) = policy_session(&mut tpm);
+    let mut p = tpm2b(&timeout);
+    p.extend_from_slice(&hex("0000 0000"));
+    p.extend_from_slice(&tpm2b(&hex("40000001")));
+    p.extend_from_slice(&ticket);
+    let rsp = tpm.execute(C, 0, &cmd(0x8001, 0x172, &[s2], &p));
+    assert_eq!(rc(&rsp), 0, "{rsp:02x?}");
+    assert_eq!(tpm.execute(C, 0, &cmd(0x8001, 0x189, &[s2], &[]))[10..], digest1[..]);
+    // A forged ticket is refused.
+    let mut forged = p.clone();
+    let n = forged.len();
+    forged[n - 1] ^= 1;
+    let (s3, _) = policy_session(&mut tpm);
+    assert_eq!(rc(&tpm.execute(C, 0, &cmd(0x8001, 0x172, &[s3], &forged))), 0x5E0);
+}

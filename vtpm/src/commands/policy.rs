@@ -122,14 +122,70 @@ fn authorize_with(
     };
     if expiration < 0 && hierarchy != TPM_RH_NULL {
         let tag = if cc == CC_POLICY_SECRET { TPM_ST_AUTH_SECRET } else { TPM_ST_AUTH_SIGNED };
-        let t = timeout.unwrap_or(0).to_be_bytes();
         let digest =
-            hmac(alg, tpm.proof(hierarchy), &[&tag.to_be_bytes(), &t, cp, policy_ref, name]);
+            auth_ticket(tpm, alg, tag, hierarchy, timeout.unwrap_or(0), cp, policy_ref, name);
         Ticket { tag, hierarchy, digest }.write(&mut c.out);
     } else {
         let tag = if cc == CC_POLICY_SECRET { TPM_ST_AUTH_SECRET } else { TPM_ST_AUTH_SIGNED };
         Ticket::null(tag).write(&mut c.out);
     }
+    Ok(())
+}
+
+/// The HMAC of a TPMT_TK_AUTH: over the tag, the timeout (TPM time, tied to this TPM Reset by
+/// including resetCount), cpHashA, policyRef and the authorizing entity's name.
+#[allow(clippy::too_many_arguments)]
+fn auth_ticket(
+    tpm: &Tpm,
+    alg: HashAlg,
+    tag: u16,
+    hierarchy: u32,
+    timeout: u64,
+    cp: &[u8],
+    policy_ref: &[u8],
+    name: &[u8],
+) -> Vec<u8> {
+    hmac(
+        alg,
+        tpm.proof(hierarchy),
+        &[
+            &tag.to_be_bytes(),
+            &timeout.to_be_bytes(),
+            &tpm.clock.reset_count.to_be_bytes(),
+            cp,
+            policy_ref,
+            name,
+        ],
+    )
+}
+
+/// TPM2_PolicyTicket: replays a PolicySecret/PolicySigned authorization from its ticket.
+pub fn policy_ticket(tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<()> {
+    let timeout = r.tpm2b(8).param(1)?.to_vec();
+    let cp = r.tpm2b(64).param(2)?.to_vec();
+    let policy_ref = r.tpm2b(64).param(3)?.to_vec();
+    let name = r.tpm2b(66).param(4)?.to_vec();
+    let ticket = Ticket::parse(r, &[TPM_ST_AUTH_SECRET, TPM_ST_AUTH_SIGNED]).param(5)?;
+    end(r)?;
+    let t =
+        u64::from_be_bytes(timeout.as_slice().try_into().map_err(|_| at_param(TPM_RC_SIZE, 1))?);
+    let now = tpm.clock.time;
+    let alg = session(tpm, c, 0)?.hash;
+    if ticket.hierarchy == TPM_RH_NULL {
+        return Err(at_param(TPM_RC_TICKET, 5));
+    }
+    let expect = auth_ticket(tpm, alg, ticket.tag, ticket.hierarchy, t, &cp, &policy_ref, &name);
+    if !bool::from(expect.ct_eq(&ticket.digest)) {
+        return Err(at_param(TPM_RC_TICKET, 5));
+    }
+    if now > t {
+        return Err(at_param(TPM_RC_EXPIRED, 1));
+    }
+    let s = session(tpm, c, 0)?;
+    set_cp_hash(s, &cp, 2)?;
+    s.policy.timeout = Some(s.policy.timeout.map_or(t, |old| old.min(t)));
+    let cc = if ticket.tag == TPM_ST_AUTH_SECRET { CC_POLICY_SECRET } else { CC_POLICY_SIGNED };
+    update_with_ref(s, cc, &name, &policy_ref);
     Ok(())
 }
 
