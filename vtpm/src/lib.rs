@@ -34,6 +34,57 @@
 //!   dictionary-attack recovery.
 //! * [`Tpm::memory_in_use`] estimates the heap held by the TPM state, for benchmarks.
 //!
+//! ## What is implemented
+//!
+//! 102 commands (GetCapability(TPM_CAP_COMMANDS) lists exactly these):
+//!
+//! * startup and health: Startup, Shutdown (CLEAR/STATE: TPM Reset, Restart, Resume), SelfTest,
+//!   IncrementalSelfTest, GetTestResult, GetRandom, StirRandom, GetCapability (ALGS, HANDLES,
+//!   COMMANDS, PP_COMMANDS, AUDIT_COMMANDS, PCRS, TPM_PROPERTIES, PCR_PROPERTIES, ECC_CURVES,
+//!   AUTH_POLICIES, ACT), TestParms, ReadClock, ClockSet, ClockRateAdjust;
+//! * PCRs (SHA-1/256/384 banks, 24 PCRs, the reference PC Client locality table): PCR_Extend,
+//!   PCR_Event, PCR_Read, PCR_Reset, PCR_Allocate; Hash, HMAC, HashSequenceStart, HMAC_Start,
+//!   SequenceUpdate, SequenceComplete, EventSequenceComplete;
+//! * objects: CreatePrimary, Create, CreateLoaded, Load, LoadExternal, ReadPublic,
+//!   ObjectChangeAuth, EvictControl, Unseal, FlushContext, ContextSave, ContextLoad,
+//!   Duplicate, Import;
+//! * use: Sign, VerifySignature, RSA_Encrypt, RSA_Decrypt (OAEP, RSAES, raw), ECDH_KeyGen,
+//!   ECDH_ZGen, ECC_Parameters, EncryptDecrypt, EncryptDecrypt2, MakeCredential,
+//!   ActivateCredential; attestation: Quote, Certify, CertifyCreation, GetTime,
+//!   GetSessionAuditDigest, GetCommandAuditDigest, NV_Certify;
+//! * sessions: StartAuthSession (HMAC, policy, trial; unsalted, RSA-OAEP- or ECDH-salted;
+//!   bound), password/HMAC/policy authorization, AES-CFB and XOR parameter encryption, session
+//!   audit; command audit (SetCommandCodeAuditStatus);
+//! * policy: PolicySigned, PolicySecret, PolicyTicket, PolicyOR, PolicyPCR, PolicyLocality,
+//!   PolicyCommandCode, PolicyPhysicalPresence, PolicyCpHash, PolicyNameHash,
+//!   PolicyDuplicationSelect, PolicyAuthorize, PolicyAuthValue, PolicyPassword, PolicyGetDigest,
+//!   PolicyRestart, PolicyNvWritten, PolicyTemplate, PolicyNV, PolicyCounterTimer,
+//!   PolicyAuthorizeNV;
+//! * NV (RAM): NV_DefineSpace, NV_UndefineSpace, NV_UndefineSpaceSpecial, NV_ReadPublic,
+//!   NV_Write, NV_Increment, NV_Extend, NV_SetBits, NV_WriteLock, NV_GlobalWriteLock, NV_Read,
+//!   NV_ReadLock, NV_ChangeAuth;
+//! * hierarchies: HierarchyChangeAuth, HierarchyControl, SetPrimaryPolicy, Clear, ClearControl,
+//!   ChangeEPS, ChangePPS, PP_Commands, DictionaryAttackLockReset,
+//!   DictionaryAttackParameters (dictionary-attack lockout with the reference defaults).
+//!
+//! Algorithms: RSA 1024/2048/3072 (RSASSA, RSAPSS, OAEP, RSAES), ECC NIST P-256/P-384 (ECDSA,
+//! ECDH), SHA-1/256/384/512, HMAC, AES-128/192/256 in CFB mode, XOR, KDFa, KDFe, MGF1.
+//!
+//! ## Deliberately left out
+//!
+//! * ECDAA, EC-Schnorr, SM2, ECMQV and the BN/SM2 curves, with TPM2_Commit, EC_Ephemeral and
+//!   ZGen_2Phase: they need pairing-friendly curve arithmetic no RustCrypto crate provides, and
+//!   no client in scope (Linux, OVMF, systemd, clevis, Keylime) uses them.
+//! * Symmetric modes other than CFB (CTR, OFB, CBC, ECB) and CMAC: parameter encryption and
+//!   storage use CFB only; no in-scope client uses the others.
+//! * PCR_SetAuthPolicy / PCR_SetAuthValue (the PCR authorization groups), Rewrap, CertifyX509,
+//!   SetAlgorithmSet, FieldUpgrade*, FirmwareRead, the Attached Component (AC_*) and ACT
+//!   commands, and the v1.83+ additions: not needed by any in-scope client; they answer
+//!   TPM_RC_COMMAND_CODE like every unimplemented command.
+//! * Derived objects (derivation parents, TPM2_CreateLoaded under a keyed-hash parent):
+//!   template validation answers TPM_RC_TYPE.
+//! * Persistent storage: by design nothing outlives the `Tpm` value.
+//!
 //! ## Design decisions
 //!
 //! * **Marshalling is our own** (`marshal`, `types`): `tpm2-protocol` 1.2.3 was evaluated (it
