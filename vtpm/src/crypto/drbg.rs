@@ -56,7 +56,7 @@ impl HmacDrbg {
     }
 }
 
-/// A deterministic byte stream: block i = HMAC(seed, [i]32 || label || 0x00 || context), i.e.
+/// A deterministic byte stream: block i = `HMAC(seed, [i]32 || label || 0x00 || context)`, i.e.
 /// KDFa in counter mode without a fixed output length. Used only for deriving primary keys.
 pub struct KdfaStream {
     alg: HashAlg,
