@@ -289,21 +289,17 @@ impl AuthArea {
             }
             _ => {}
         }
-        if let (EntityKind::Nv { attributes }, true) =
-            (entity.kind, cmd.handles.get(index).is_some())
-        {
-            // Only when the NV index authorizes itself.
-            if matches!(handle_type(handle), TPM_HT_NV_INDEX) {
-                let ok = match (spec.nv_access, policy) {
-                    (NvAccess::Write, true) => attributes & NV_POLICYWRITE != 0,
-                    (NvAccess::Read, true) => attributes & NV_POLICYREAD != 0,
-                    (NvAccess::Write, false) => attributes & NV_AUTHWRITE != 0,
-                    (NvAccess::Read, false) => attributes & NV_AUTHREAD != 0,
-                    (NvAccess::None, _) => true,
-                };
-                if !ok {
-                    return Err(TPM_RC_AUTH_UNAVAILABLE);
-                }
+        // An NV index authorizing its own access needs the matching AUTH/POLICY attribute.
+        if let EntityKind::Nv { attributes } = entity.kind {
+            let ok = match (spec.nv_access, policy) {
+                (NvAccess::Write, true) => attributes & NV_POLICYWRITE != 0,
+                (NvAccess::Read, true) => attributes & NV_POLICYREAD != 0,
+                (NvAccess::Write, false) => attributes & NV_AUTHWRITE != 0,
+                (NvAccess::Read, false) => attributes & NV_AUTHREAD != 0,
+                (NvAccess::None, _) => true,
+            };
+            if !ok {
+                return Err(TPM_RC_AUTH_UNAVAILABLE);
             }
         }
         if let (Some(s), Role::Admin | Role::Dup) = (&session, role)

@@ -15,6 +15,15 @@ mod qemu;
 mod run;
 mod setup;
 mod start_context;
+mod vtpm_cmd;
+mod vtpm_conformance;
+mod vtpm_diff;
+mod vtpm_esapi;
+mod vtpm_flows;
+mod vtpm_procs;
+mod vtpm_session;
+mod vtpm_tools;
+mod vtpm_wire;
 
 use std::path::PathBuf;
 
@@ -44,6 +53,13 @@ enum Command {
     },
     /// Install what the other commands need (QEMU, OVMF, Python venv, Rust target).
     Setup,
+    /// vTPM conformance alone (temporary, until `test` runs it).
+    /// `--swtpm` points every check at swtpm instead, to check the checks.
+    #[command(hide = true)]
+    VtpmConformance {
+        #[arg(long)]
+        swtpm: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -60,5 +76,12 @@ fn main() -> Result<()> {
         Command::Run(args) => run::run(&env, &args),
         Command::Measure { file } => builder::measure_file(&file),
         Command::Setup => setup::run(&env),
+        Command::VtpmConformance { swtpm } => {
+            if swtpm {
+                vtpm_conformance::run_against(&env, vtpm_conformance::Against::Swtpm)
+            } else {
+                vtpm_conformance::run(&env)
+            }
+        }
     }
 }

@@ -86,8 +86,6 @@ pub mod cap {
 
 /// TPM_SE session types.
 pub const SE_HMAC: u8 = 0x00;
-/// TPMA_SESSION bits.
-pub const SESSION_CONTINUE: u8 = 0x01;
 
 /// Object attributes (TPMA_OBJECT, Part 2 §8.3).
 pub mod attr {
@@ -146,12 +144,7 @@ pub struct Auth {
 impl Auth {
     /// A password authorization (TPM_RS_PW) with `password`.
     pub fn password(password: &[u8]) -> Auth {
-        Auth {
-            session: rh::PW,
-            nonce: Vec::new(),
-            attributes: 0,
-            hmac: password.to_vec(),
-        }
+        Auth { session: rh::PW, nonce: Vec::new(), attributes: 0, hmac: password.to_vec() }
     }
 }
 
@@ -166,12 +159,7 @@ pub struct Command {
 
 impl Command {
     pub fn new(code: u32) -> Command {
-        Command {
-            code,
-            handles: Vec::new(),
-            auths: Vec::new(),
-            params: Vec::new(),
-        }
+        Command { code, handles: Vec::new(), auths: Vec::new(), params: Vec::new() }
     }
 
     pub fn handle(mut self, handle: u32) -> Command {
@@ -199,10 +187,6 @@ impl Command {
         self.code
     }
 
-    pub fn handles(&self) -> &[u32] {
-        &self.handles
-    }
-
     /// Replaces the authorizations (used when the HMAC depends on the parameters).
     pub fn set_auths(&mut self, auths: Vec<Auth>) {
         self.auths = auths;
@@ -210,11 +194,7 @@ impl Command {
 
     /// The command's wire bytes.
     pub fn bytes(&self) -> Vec<u8> {
-        let tag = if self.auths.is_empty() {
-            ST_NO_SESSIONS
-        } else {
-            ST_SESSIONS
-        };
+        let tag = if self.auths.is_empty() { ST_NO_SESSIONS } else { ST_SESSIONS };
         let mut out = Vec::new();
         out.u16(tag).u32(0).u32(self.code);
         for h in &self.handles {
@@ -223,10 +203,7 @@ impl Command {
         if !self.auths.is_empty() {
             let mut area = Vec::new();
             for a in &self.auths {
-                area.u32(a.session)
-                    .tpm2b(&a.nonce)
-                    .u8(a.attributes)
-                    .tpm2b(&a.hmac);
+                area.u32(a.session).tpm2b(&a.nonce).u8(a.attributes).tpm2b(&a.hmac);
             }
             let len = u32::try_from(area.len()).expect("authorization area is small");
             out.u32(len).bytes(&area);
@@ -273,12 +250,7 @@ impl Response {
         } else {
             (r.rest().to_vec(), Vec::new())
         };
-        Ok(Response {
-            rc,
-            handles,
-            params,
-            auth_area,
-        })
+        Ok(Response { rc, handles, params, auth_area })
     }
 
     /// Fails unless the TPM answered TPM_RC_SUCCESS.
@@ -355,7 +327,7 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Parses a hex string (whitespace allowed) into bytes.
 pub fn unhex(text: &str) -> Result<Vec<u8>> {
     let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    ensure!(digits.len() % 2 == 0, "odd number of hex digits");
+    ensure!(digits.len().is_multiple_of(2), "odd number of hex digits");
     digits
         .chunks(2)
         .map(|pair| {

@@ -19,7 +19,8 @@ pub const MSSIM_NV_ON: u32 = 11;
 /// mssim TPM-port signal: the client is done with this connection.
 const MSSIM_SESSION_END: u32 = 20;
 
-/// swtpm control-channel command SET_LOCALITY (tpm.md §8).
+/// swtpm control-channel commands INIT and SET_LOCALITY (tpm.md §8).
+const SWTPM_CTRL_INIT: u32 = 2;
 const SWTPM_CTRL_SET_LOCALITY: u32 = 5;
 
 /// How long one command may take before we call the TPM hung. RSA key
@@ -36,10 +37,7 @@ const RC_RETRY: u32 = 0x922;
 /// One client connection to a TPM.
 pub enum Wire {
     /// vtpm-sim (or any mssim server): TPM port and platform port.
-    Mssim {
-        tpm: TcpStream,
-        platform: TcpStream,
-    },
+    Mssim { tpm: TcpStream, platform: TcpStream },
     /// swtpm: data socket, plus its control channel for localities.
     Swtpm { data: TcpStream, ctrl: TcpStream },
 }
@@ -74,10 +72,7 @@ impl Wire {
 
     /// Connects to swtpm's data port `port` and control port `port + 1`.
     pub fn swtpm(port: u16) -> Result<Wire> {
-        Ok(Wire::Swtpm {
-            data: connect(port)?,
-            ctrl: connect(port + 1)?,
-        })
+        Ok(Wire::Swtpm { data: connect(port)?, ctrl: connect(port + 1)? })
     }
 
     /// Sends an mssim platform signal and checks that the server accepted it.
@@ -112,8 +107,7 @@ impl Wire {
                 let len = read_u32(tpm).context("reading the response size")? as usize;
                 ensure!(len <= MAX_RESPONSE, "response size {len} is absurd");
                 let mut response = vec![0u8; len];
-                tpm.read_exact(&mut response)
-                    .context("reading the response")?;
+                tpm.read_exact(&mut response).context("reading the response")?;
                 let trailer = read_u32(tpm).context("reading the mssim trailer")?;
                 ensure!(trailer == 0, "mssim trailer is {trailer}, not 0");
                 response
@@ -127,14 +121,12 @@ impl Wire {
                 }
                 data.write_all(command).context("sending the command")?;
                 let mut header = [0u8; 10];
-                data.read_exact(&mut header)
-                    .context("reading the response header")?;
+                data.read_exact(&mut header).context("reading the response header")?;
                 let len = u32::from_be_bytes([header[2], header[3], header[4], header[5]]) as usize;
                 ensure!((10..=MAX_RESPONSE).contains(&len), "response size {len} is absurd");
                 let mut response = header.to_vec();
                 response.resize(len, 0);
-                data.read_exact(&mut response[10..])
-                    .context("reading the response body")?;
+                data.read_exact(&mut response[10..]).context("reading the response body")?;
                 if locality != 0 {
                     ctrl.write_all(&SWTPM_CTRL_SET_LOCALITY.to_be_bytes())?;
                     ctrl.write_all(&[0])?;
@@ -159,6 +151,24 @@ impl Wire {
         bail!("the TPM kept answering TPM_RC_RETRY")
     }
 
+    /// Power-cycles the TPM (_TPM_Init follows): mssim POWER_OFF + POWER_ON,
+    /// or swtpm's control-channel INIT. The TPM then needs Startup.
+    pub fn power_cycle(&mut self) -> Result<()> {
+        match self {
+            Wire::Mssim { .. } => {
+                self.platform_signal(MSSIM_POWER_OFF)?;
+                self.platform_signal(MSSIM_POWER_ON)
+            }
+            Wire::Swtpm { ctrl, .. } => {
+                ctrl.write_all(&SWTPM_CTRL_INIT.to_be_bytes())?;
+                ctrl.write_all(&0u32.to_be_bytes())?;
+                let status = read_u32(ctrl)?;
+                ensure!(status == 0, "swtpm INIT failed: {status:#x}");
+                Ok(())
+            }
+        }
+    }
+
     /// Ends the connection the way a polite client does (mssim SESSION_END).
     pub fn close(self) -> Result<()> {
         if let Wire::Mssim { mut tpm, .. } = self {
@@ -168,14 +178,25 @@ impl Wire {
     }
 }
 
-/// Checks a response's header: known tag, size field equal to the length,
+/// The answer to a command whose tag is neither TPM_ST_NO_SESSIONS nor
+/// TPM_ST_SESSIONS: tag TPM_ST_RSP_COMMAND (0x00C4), TPM_RC_BAD_TAG (0x1E),
+/// which a TPM 1.2 driver also understands (Part 2, Table 19, TPM_ST).
+pub const BAD_TAG_RESPONSE: [u8; 10] = [0x00, 0xC4, 0, 0, 0, 10, 0, 0, 0, 0x1E];
+
+/// Checks a response's header (or the bad-tag answer): known tag, size field equal to the length,
 /// and error responses carry nothing but the header.
 pub fn check_framing(response: &[u8]) -> Result<()> {
     ensure!(response.len() >= 10, "response of {} bytes is shorter than a header", response.len());
+    if response == BAD_TAG_RESPONSE {
+        return Ok(());
+    }
     let tag = u16::from_be_bytes([response[0], response[1]]);
     let size = u32::from_be_bytes([response[2], response[3], response[4], response[5]]) as usize;
     ensure!(size == response.len(), "response size field {size} but {} bytes", response.len());
-    ensure!(tag == 0x8001 || tag == 0x8002, "response tag {tag:#06x} is neither NO_SESSIONS nor SESSIONS");
+    ensure!(
+        tag == 0x8001 || tag == 0x8002,
+        "response tag {tag:#06x} is neither NO_SESSIONS nor SESSIONS"
+    );
     let rc = response_code(response);
     if rc != 0 {
         ensure!(

@@ -24,7 +24,7 @@ vtpm-sim: the project's TPM 2.0 engine behind the Microsoft TPM simulator TCP pr
 Usage: vtpm-sim [--port N] [-v|-vv|-vvv]
 
   --port N   listen for TPM commands on 127.0.0.1:N and for platform signals
-             (power, NV, reset) on 127.0.0.1:N+1 (default 2321)
+             (power, physical presence, reset) on 127.0.0.1:N+1 (default 2321)
   -v         log connections and platform signals to stderr
   -vv        also log every command: client, locality, command code, response code, time
   -vvv       also log every command and response in hex
@@ -55,13 +55,13 @@ const STOP: u32 = 21;
 /// mssim platform signals.
 const POWER_ON: u32 = 1;
 const POWER_OFF: u32 = 2;
+const PHYS_PRES_ON: u32 = 3;
+const PHYS_PRES_OFF: u32 = 4;
 const RESET: u32 = 17;
 const RESTART: u32 = 18;
-/// Accepted without effect: physical presence, cancel, NV on/off, key cache
-/// (the engine has no such inputs; NV is always available).
+/// Accepted without effect: cancel, NV on/off, key cache (the engine has no
+/// such inputs: commands run to completion, NV is always available).
 const ACCEPTED_SIGNALS: &[(u32, &str)] = &[
-    (3, "PHYS_PRES_ON"),
-    (4, "PHYS_PRES_OFF"),
     (9, "CANCEL_ON"),
     (10, "CANCEL_OFF"),
     (11, "NV_ON"),
@@ -369,6 +369,10 @@ fn serve_platform(shared: &Shared, stream: &mut TcpStream) -> io::Result<()> {
             POWER_OFF => {
                 shared.tpm().power_off();
                 "POWER_OFF"
+            }
+            PHYS_PRES_ON | PHYS_PRES_OFF => {
+                shared.tpm().set_physical_presence(signal == PHYS_PRES_ON);
+                if signal == PHYS_PRES_ON { "PHYS_PRES_ON" } else { "PHYS_PRES_OFF" }
             }
             RESET | RESTART => {
                 shared.tpm().reset();
