@@ -490,7 +490,7 @@ fn crypt_param(
                 *d ^= m;
             }
         }
-        SymDef::Null => {}
+        SymDef::Null | SymDef::AesAnyMode(_) => {}
     }
 }
 
@@ -548,7 +548,8 @@ impl AuthState {
         let mut w = Writer::new();
         for (i, u) in self.uses.iter().enumerate() {
             if u.handle == TPM_RS_PW {
-                w.u16(0).u8(u.attrs).u16(0);
+                // A password session always reports continueSession (Part 1 §19.8.4).
+                w.u16(0).u8(SA_CONTINUE_SESSION).u16(0);
                 continue;
             }
             let s = tpm.session(client, u.handle)?;

@@ -25,7 +25,7 @@ const ALGS: &[(u16, u32)] = &[
     (TPM_ALG_HMAC, 0x0104),
     (TPM_ALG_AES, 0x0002),
     (TPM_ALG_MGF1, 0x0404),
-    (TPM_ALG_KEYEDHASH, 0x000C),
+    (TPM_ALG_KEYEDHASH, 0x030C),
     (TPM_ALG_XOR, 0x0006),
     (TPM_ALG_SHA256, 0x0004),
     (TPM_ALG_SHA384, 0x0004),
@@ -76,7 +76,7 @@ impl Tpm {
             | u32::from(h.sh_enable) << 1
             | u32::from(h.eh_enable) << 2
             | u32::from(h.ph_enable_nv) << 3
-            | u32::from(self.orderly) << 31;
+            | u32::from(self.prev_orderly) << 31;
         let version = env!("CARGO_PKG_VERSION_MAJOR").parse::<u32>().unwrap_or(0) << 16
             | env!("CARGO_PKG_VERSION_MINOR").parse::<u32>().unwrap_or(0);
         alloc::vec![

@@ -76,7 +76,8 @@ impl Tpm {
             TPM_HT_TRANSIENT => match self.objects.get(&handle) {
                 Some(t) if t.owner == client => match &t.item {
                     Loaded::Object(o) => Ok(o.name.clone()),
-                    Loaded::Sequence(_) => Ok(handle.to_be_bytes().to_vec()),
+                    // A sequence object has no nameAlg: its Name is the Empty Buffer.
+                    Loaded::Sequence(_) => Ok(Vec::new()),
                 },
                 _ => Err(TPM_RC_HANDLE),
             },

@@ -142,8 +142,8 @@ impl Object {
                 PublicParams::KeyedHash { .. } | PublicParams::SymCipher { .. },
                 Unique::Digest(u),
             ) => {
-                if let PublicParams::SymCipher { sym: SymDef::Aes(bits) } = self.public.params
-                    && s.secret.len() != usize::from(bits / 8)
+                if let Some(bytes) = self.public.sym().aes_key_bytes()
+                    && s.secret.len() != bytes
                 {
                     return Err(TPM_RC_KEY_SIZE);
                 }
@@ -214,29 +214,27 @@ pub fn validate_public(public: &Public, parent: Option<&Public>) -> TpmResult<()
             if restricted && !(sign || decrypt) {
                 return Err(TPM_RC_ATTRIBUTES);
             }
-            match (sign, decrypt) {
-                (true, true) | (false, false) => {
-                    if !scheme.is_null() {
-                        return Err(TPM_RC_SCHEME);
-                    }
-                }
-                (true, false) => {
-                    if scheme.alg == TPM_ALG_XOR || (restricted && scheme.is_null()) {
-                        return Err(TPM_RC_SCHEME);
-                    }
-                }
-                (false, true) => {
-                    // Derivation parents (restricted decrypt keyed hash) are not implemented.
-                    if restricted || scheme.alg == TPM_ALG_HMAC {
-                        return Err(if restricted { TPM_RC_TYPE } else { TPM_RC_SCHEME });
-                    }
-                }
+            // Sign-only keys need an HMAC scheme, decrypt-only ones XOR, others none.
+            let ok = match (sign, decrypt) {
+                (true, false) => scheme.alg == TPM_ALG_HMAC,
+                (false, true) => scheme.alg == TPM_ALG_XOR,
+                _ => scheme.is_null(),
+            };
+            if !ok {
+                return Err(TPM_RC_SCHEME);
+            }
+            // Derivation parents (restricted decrypt keyed hash) are not implemented.
+            if restricted && decrypt {
+                return Err(TPM_RC_TYPE);
             }
         }
-        PublicParams::SymCipher { .. } => {
+        PublicParams::SymCipher { sym } => {
             // For a symmetric cipher key, "sign" is the encrypt permission.
             if !(sign || decrypt) || (restricted && sign) {
                 return Err(TPM_RC_ATTRIBUTES);
+            }
+            if restricted && !matches!(sym, SymDef::Aes(_)) {
+                return Err(TPM_RC_SYMMETRIC);
             }
         }
         PublicParams::Rsa { sym, scheme, exponent, .. } => {
@@ -273,7 +271,8 @@ fn validate_asym(public: &Public, sym: SymDef, scheme: Scheme, _kdf: Scheme) -> 
         return Err(TPM_RC_ATTRIBUTES);
     }
     if restricted && decrypt {
-        if sym == SymDef::Null {
+        // Storage keys protect their children with AES-CFB.
+        if !matches!(sym, SymDef::Aes(_)) {
             return Err(TPM_RC_SYMMETRIC);
         }
         if !scheme.is_null() {
@@ -366,7 +365,7 @@ pub fn generate(
         }
         PublicParams::SymCipher { sym } => {
             let bytes = match sym {
-                SymDef::Aes(bits) => usize::from(bits / 8),
+                SymDef::Aes(bits) | SymDef::AesAnyMode(bits) => usize::from(bits / 8),
                 _ => return Err(TPM_RC_SYMMETRIC),
             };
             if origin != data.is_empty() {

@@ -8,8 +8,8 @@ use crate::types::PCR_COUNT;
 
 /// The banks a fresh TPM allocates.
 pub const DEFAULT_BANKS: [HashAlg; 3] = [HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sha384];
-/// Hashes PCR_Allocate may select.
-pub const ALLOCATABLE: [HashAlg; 3] = DEFAULT_BANKS;
+/// Hashes PCR_Allocate may select (every implemented hash).
+pub const ALLOCATABLE: [HashAlg; 4] = crate::crypto::hash::ALL_HASHES;
 
 /// One bank of PCR values.
 #[derive(Clone)]

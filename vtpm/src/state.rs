@@ -155,8 +155,10 @@ pub struct Tpm {
     /// Key material protecting saved contexts (changes at every TPM Reset for sessions).
     pub(crate) context_proof: Secret,
     pub(crate) saved_state: Option<SavedState>,
-    /// Whether the last shutdown was orderly (Shutdown before power loss).
+    /// A TPM2_Shutdown happened since the last Startup (cleared again by Startup).
     pub(crate) orderly: bool,
+    /// The Startup in effect followed an orderly shutdown (TPMA_STARTUP_CLEAR.orderly).
+    pub(crate) prev_orderly: bool,
     pub(crate) hcrtm: Option<Vec<Hasher>>,
     /// An H-CRTM measurement went into PCR 0 before Startup (Startup leaves PCR 0 alone).
     pub(crate) hcrtm_done: bool,
@@ -256,7 +258,8 @@ impl Tpm {
             context_counter: 1,
             context_proof,
             saved_state: None,
-            orderly: true,
+            orderly: false,
+            prev_orderly: false,
             hcrtm: None,
             hcrtm_done: false,
             global_write_lock: false,

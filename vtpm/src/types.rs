@@ -51,11 +51,22 @@ pub enum SymDef {
     Null,
     /// AES with key bits, CFB mode (the only mode implemented).
     Aes(u16),
+    /// AES with key bits and mode TPM_ALG_NULL: a symmetric cipher key whose mode is chosen
+    /// per TPM2_EncryptDecrypt call.
+    AesAnyMode(u16),
     /// XOR obfuscation with a hash (sessions only).
     Xor(HashAlg),
 }
 
 impl SymDef {
+    /// AES key size in octets, if this is an AES definition.
+    pub fn aes_key_bytes(&self) -> Option<usize> {
+        match self {
+            SymDef::Aes(bits) | SymDef::AesAnyMode(bits) => Some(usize::from(bits / 8)),
+            _ => None,
+        }
+    }
+
     /// TPMT_SYM_DEF_OBJECT (`object`) or TPMT_SYM_DEF (sessions, XOR allowed).
     pub fn parse(r: &mut Reader, object: bool, allow_null: bool) -> TpmResult<SymDef> {
         let alg = r.u16()?;
@@ -66,11 +77,11 @@ impl SymDef {
                 if !aes_key_bits_supported(bits) {
                     return Err(TPM_RC_KEY_SIZE);
                 }
-                let mode = r.u16()?;
-                if mode != TPM_ALG_CFB {
-                    return Err(TPM_RC_MODE);
+                match r.u16()? {
+                    TPM_ALG_CFB => Ok(SymDef::Aes(bits)),
+                    TPM_ALG_NULL if object => Ok(SymDef::AesAnyMode(bits)),
+                    _ => Err(TPM_RC_MODE),
                 }
-                Ok(SymDef::Aes(bits))
             }
             TPM_ALG_XOR if !object => Ok(SymDef::Xor(parse_hash_required(r)?)),
             _ => Err(TPM_RC_SYMMETRIC),
@@ -84,6 +95,9 @@ impl SymDef {
             }
             SymDef::Aes(bits) => {
                 w.u16(TPM_ALG_AES).u16(*bits).u16(TPM_ALG_CFB);
+            }
+            SymDef::AesAnyMode(bits) => {
+                w.u16(TPM_ALG_AES).u16(*bits).u16(TPM_ALG_NULL);
             }
             SymDef::Xor(h) => {
                 w.u16(TPM_ALG_XOR).u16(h.alg());

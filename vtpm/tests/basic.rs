@@ -61,12 +61,18 @@ fn pcr_extend_and_read_known_answer() {
     rest.extend_from_slice(&[0u8; 32]);
     let rsp = tpm.execute(C, 0, &cmd(0x8002, 0x182, &[16], &rest));
     assert_eq!(rsp, hex("8002 00000013 00000000 00000000 0000 01 0000"));
+    // A password session always answers continueSession, even if the command cleared it.
+    let mut rest = pw_auth(b"");
+    rest[10] = 0;
+    rest.extend_from_slice(&hex("00000000"));
+    let rsp = tpm.execute(C, 0, &cmd(0x8002, 0x182, &[16], &rest));
+    assert_eq!(rsp, hex("8002 00000013 00000000 00000000 0000 01 0000"));
     // PCR_Read(sha256: PCR 16).
     let rsp = tpm.execute(C, 0, &cmd(0x8001, 0x17E, &[], &hex("00000001 000b 03 000001")));
     assert_eq!(
         rsp,
-        // Startup(CLEAR) counts 21 PCR changes (all but the no-increment PCR 20-22), then +1.
-        hex("8001 0000003e 00000000 00000016 00000001 000b 03 000001 00000001 0020
+        // Startup(CLEAR) counts 21 PCR changes (all but the no-increment PCR 20-22), then +2.
+        hex("8001 0000003e 00000000 00000017 00000001 000b 03 000001 00000001 0020
              f5a5fd42d16a20302798ef6ed309979b43003d2320d9f0e8ea9831a92759fb4b")
     );
     // PCR 17 cannot be extended from locality 0; PCR 99 is not a PCR.
@@ -87,13 +93,12 @@ fn get_capability_lists() {
         rc(&tpm.execute(C, 0, &cmd(0x8001, 0x17A, &[], &hex("000000ff 00000000 00000001")))),
         0x1C4
     );
-    // PCRS: three allocated banks.
+    // PCRS: every implemented hash; SHA-1/256/384 allocated, SHA-512 not.
     let rsp = tpm.execute(C, 0, &cmd(0x8001, 0x17A, &[], &hex("00000005 00000000 00000001")));
     assert_eq!(
         rsp,
-        hex(
-            "8001 00000025 00000000 00 00000005 00000003 0004 03 ffffff 000b 03 ffffff 000c 03 ffffff"
-        )
+        hex("8001 0000002b 00000000 00 00000005 00000004 0004 03 ffffff 000b 03 ffffff 000c 03 ffffff
+             000d 03 000000")
     );
     // TPM_PT_FAMILY_INDICATOR.
     let rsp = tpm.execute(C, 0, &cmd(0x8001, 0x17A, &[], &hex("00000006 00000100 00000001")));

@@ -326,6 +326,8 @@ pub fn load_external(tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<()
     let mut obj = Object::new(public, sensitive, hierarchy, &hierarchy.to_be_bytes()).param(2)?;
     obj.check_binding().param(1)?;
     obj.external = true;
+    // An external object has no parent: its qualified name is its name.
+    obj.qualified_name = obj.name.clone();
     let name = obj.name.clone();
     let handle = tpm.add_transient(c.client, Loaded::Object(Box::new(obj)))?;
     c.out_handle = Some(handle);

@@ -3,7 +3,7 @@
 use alloc::vec::Vec;
 
 use crate::constants::*;
-use crate::crypto::hash::hash;
+use crate::crypto::hash::{ALL_HASHES, hash};
 use crate::dispatch::Cmd;
 use crate::marshal::Reader;
 use crate::pcr::{ALLOCATABLE, extend_localities, locality_bit, reset_localities};
@@ -45,9 +45,9 @@ pub fn event(tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<()> {
     if handle != TPM_RH_NULL {
         check_extend(c, handle as usize)?;
     }
-    let algs = tpm.pcrs.algs();
-    c.out.u32(algs.len() as u32);
-    for alg in &algs {
+    // One digest per implemented hash; only the allocated banks are extended.
+    c.out.u32(ALL_HASHES.len() as u32);
+    for alg in &ALL_HASHES {
         let d = hash(*alg, &[data]);
         c.out.u16(alg.alg()).bytes(&d);
         if handle != TPM_RH_NULL {

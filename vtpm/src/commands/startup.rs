@@ -72,6 +72,7 @@ pub fn startup(tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<()> {
         }
     }
     tpm.global_write_lock = false;
+    tpm.prev_orderly = tpm.orderly;
     tpm.orderly = false;
     tpm.started = true;
     Ok(())

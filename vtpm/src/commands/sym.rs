@@ -10,23 +10,32 @@ use crate::types::*;
 
 use super::end;
 
-/// TPMI_ALG_CIPHER_MODE+: only CFB (or NULL = the key's mode) is implemented.
-fn parse_mode(r: &mut Reader) -> TpmResult<()> {
+/// TPMI_ALG_CIPHER_MODE+: only CFB (or NULL = the key's mode) is implemented; returns
+/// whether CFB was named explicitly.
+fn parse_mode(r: &mut Reader) -> TpmResult<bool> {
     match r.u16()? {
-        TPM_ALG_CFB | TPM_ALG_NULL => Ok(()),
+        TPM_ALG_CFB => Ok(true),
+        TPM_ALG_NULL => Ok(false),
         _ => Err(TPM_RC_MODE),
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     tpm: &mut Tpm,
     c: &mut Cmd,
     decrypt: bool,
+    cfb: bool,
+    mode_param: u32,
     iv: &[u8],
     data: &[u8],
     iv_param: u32,
 ) -> TpmResult<()> {
     let key = tpm.object(c.client, c.handles[0])?;
+    // A key without a mode needs one from the caller.
+    if !cfb && matches!(key.public.sym(), SymDef::AesAnyMode(_)) {
+        return Err(at_param(TPM_RC_MODE, mode_param));
+    }
     if key.public.kind != TPM_ALG_SYMCIPHER {
         return Err(at_handle(TPM_RC_KEY, 1));
     }
@@ -48,19 +57,19 @@ fn run(
 /// TPM2_EncryptDecrypt.
 pub fn encrypt_decrypt(tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<()> {
     let decrypt = r.bool().param(1)?;
-    parse_mode(r).param(2)?;
+    let cfb = parse_mode(r).param(2)?;
     let iv = r.tpm2b(16).param(3)?.to_vec();
     let data = r.tpm2b(MAX_BUFFER).param(4)?.to_vec();
     end(r)?;
-    run(tpm, c, decrypt, &iv, &data, 3)
+    run(tpm, c, decrypt, cfb, 2, &iv, &data, 3)
 }
 
 /// TPM2_EncryptDecrypt2 (the data first, so it can be parameter-encrypted).
 pub fn encrypt_decrypt2(tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<()> {
     let data = r.tpm2b(MAX_BUFFER).param(1)?.to_vec();
     let decrypt = r.bool().param(2)?;
-    parse_mode(r).param(3)?;
+    let cfb = parse_mode(r).param(3)?;
     let iv = r.tpm2b(16).param(4)?.to_vec();
     end(r)?;
-    run(tpm, c, decrypt, &iv, &data, 4)
+    run(tpm, c, decrypt, cfb, 3, &iv, &data, 4)
 }
