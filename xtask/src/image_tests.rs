@@ -572,3 +572,53 @@ fn rom_loader_reports_missing_ram_and_fails() {
     assert!(result.serial.contains("romloader: error: step"), "{}", result.serial);
     assert!(result.serial.contains("is not RAM"), "{}", result.serial);
 }
+
+const VERIFY_SCRIPT: &str = r#"
+import sys
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+block, r, s, qx, qy = (bytes.fromhex(a) for a in sys.argv[1:6])
+le = lambda b: int.from_bytes(b, 'little')
+key = ec.EllipticCurvePublicNumbers(le(qx), le(qy), ec.SECP384R1()).public_key()
+signature = encode_dss_signature(le(r), le(s))
+key.verify(signature, block, ec.ECDSA(hashes.SHA384()))
+try:
+    key.verify(signature, bytes([block[0] ^ 1]) + block[1:], ec.ECDSA(hashes.SHA384()))
+    sys.exit('a changed ID block verified')
+except InvalidSignature:
+    print('verified')
+"#;
+
+/// The ID block's signature, read back from the file, verifies with an
+/// independent ECDSA implementation (Python's `cryptography`, installed
+/// with sev-snp-measure) over the 96-byte block the firmware checks.
+#[test]
+fn id_block_signature_verifies_with_python_cryptography() {
+    let env = env();
+    let python = setup::ensure_python_venv(&env)
+        .expect("build/venv (with cryptography) could not be installed: this test needs it");
+    let (file, _) = assemble(Some(&synthetic_firmware()), Some(&test_key()));
+    let Some(IgvmDirectiveHeader::SnpIdBlock { ld, id_key_signature, id_public_key, .. }) =
+        file.directives().iter().find(|d| matches!(d, IgvmDirectiveHeader::SnpIdBlock { .. }))
+    else {
+        panic!("no ID block in a signed image");
+    };
+    let block = crate::id_block::id_block_bytes(ld, crate::igvm_image::SNP_GUEST_POLICY);
+    let hex = measure::hex;
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(VERIFY_SCRIPT)
+        .args([
+            hex(&block),
+            hex(&id_key_signature.r_comp),
+            hex(&id_key_signature.s_comp),
+            hex(&id_public_key.qx),
+            hex(&id_public_key.qy),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "verified");
+}

@@ -1,9 +1,11 @@
 //! The `build` and `run` subcommands: their options and what they do.
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use abi::layout::{EXIT_FAILURE, EXIT_SUCCESS, exit_status};
+use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 
 use crate::builder::{self, BuildOptions, FirmwareChoice, KERNEL_FEATURES, KERNEL_TEST_FEATURES};
@@ -97,13 +99,15 @@ pub fn build(env: &Env, args: &BuildArgs) -> Result<()> {
 }
 
 pub fn run(env: &Env, args: &RunArgs) -> Result<()> {
-    if args.vmm == Vmm::Launcher {
-        bail!(
-            "--vmm launcher: booting through the launcher crate is not wired into the xtask yet \
-             (the launcher's native boot is being written); use --vmm qemu"
-        );
+    match args.vmm {
+        Vmm::Qemu => {
+            setup::ensure_boot_tools(env)?;
+        }
+        Vmm::Launcher => {
+            setup::ensure_bare_metal_target()?;
+            setup::ensure_binutils()?;
+        }
     }
-    setup::ensure_boot_tools(env)?;
     let image = builder::build(
         env,
         &BuildOptions {
@@ -113,27 +117,88 @@ pub fn run(env: &Env, args: &RunArgs) -> Result<()> {
             id_key: None,
         },
     )?;
-    let options = QemuOptions {
-        accel: args.accel,
-        cpu: args.cpu.clone(),
-        timeout: Duration::from_secs(args.timeout),
-        ..QemuOptions::default()
+    let timeout = Duration::from_secs(args.timeout);
+    let (line, success) = match args.vmm {
+        Vmm::Qemu => boot_qemu(&image.rom, args, timeout)?,
+        Vmm::Launcher => boot_launcher(env, &image.igvm, timeout)?,
     };
-    println!("run: {}", qemu_line(&image.rom, &options));
-    let result = qemu::boot(&image.rom, &options)?;
-    if !result.ending.is_success() && !result.qemu_stderr.trim().is_empty() {
-        eprintln!("QEMU said:\n{}", result.qemu_stderr.trim_end());
-    }
-    let line = result.ending.describe(options.timeout);
-    println!("\n{line} ({:.2} s)", result.elapsed.as_secs_f64());
-    if !result.ending.is_success() {
+    println!("\n{line}");
+    if !success {
         bail!("{line}");
     }
     Ok(())
 }
 
-fn qemu_line(rom: &std::path::Path, options: &QemuOptions) -> String {
+/// Boots the -bios wrapper under QEMU; returns the closing line.
+fn boot_qemu(rom: &Path, args: &RunArgs, timeout: Duration) -> Result<(String, bool)> {
+    let options =
+        QemuOptions { accel: args.accel, cpu: args.cpu.clone(), timeout, ..QemuOptions::default() };
+    println!("run: {}", qemu_line(rom, &options));
+    let result = qemu::boot(rom, &options)?;
+    if !result.ending.is_success() && !result.qemu_stderr.trim().is_empty() {
+        eprintln!("QEMU said:\n{}", result.qemu_stderr.trim_end());
+    }
+    let line =
+        format!("{} ({:.2} s)", result.ending.describe(timeout), result.elapsed.as_secs_f64());
+    Ok((line, result.ending.is_success()))
+}
+
+/// Boots the IGVM file's native platform with the project's KVM launcher
+/// (`launcher run IGVM --platform native`); returns the closing line.
+fn boot_launcher(env: &Env, igvm: &Path, timeout: Duration) -> Result<(String, bool)> {
+    let target_dir = builder::target_dir(env);
+    let target_arg = target_dir.to_string_lossy().into_owned();
+    env.cargo(&["build", "--release", "--target-dir", &target_arg, "-p", "launcher"])?;
+    let launcher = target_dir.join("release/launcher");
+    let mut command = Command::new(&launcher);
+    command.arg("run").arg(igvm).args([
+        "--platform",
+        "native",
+        "--timeout",
+        &timeout.as_secs().to_string(),
+    ]);
+    println!("run: {command:?}");
+    let started = Instant::now();
+    let status = command.status().with_context(|| format!("starting {}", launcher.display()))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let ending = launcher_ending(status.code());
+    Ok((format!("{ending} ({seconds:.2} s)"), status.code() == Some(exit_status(EXIT_SUCCESS))))
+}
+
+/// The closing line for a launcher exit status (see launcher/src/main.rs).
+fn launcher_ending(code: Option<i32>) -> String {
+    match code {
+        Some(c) if c == exit_status(EXIT_SUCCESS) => {
+            "SVSM ended: SUCCESS (launcher, exit port 0x10)".into()
+        }
+        Some(c) if c == exit_status(EXIT_FAILURE) => {
+            "SVSM ended: FAILURE (launcher, exit port 0x11)".into()
+        }
+        Some(124) => "SVSM ended: TIMEOUT (the launcher's watchdog fired)".into(),
+        Some(4) => "SVSM ended: FAILURE (the guest stopped without the exit port)".into(),
+        Some(2) => "SVSM ended: FAILURE (the launcher failed; its message is above)".into(),
+        Some(c) => format!("SVSM ended: FAILURE (launcher exit status {c})"),
+        None => "SVSM ended: FAILURE (the launcher was killed by a signal)".into(),
+    }
+}
+
+fn qemu_line(rom: &Path, options: &QemuOptions) -> String {
     let command = qemu::command(rom, options);
     let args: Vec<_> = command.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
     format!("qemu-system-x86_64 {}", args.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launcher_statuses_have_closing_lines() {
+        assert!(launcher_ending(Some(33)).contains("SUCCESS"));
+        assert!(launcher_ending(Some(35)).contains("FAILURE (launcher, exit port 0x11)"));
+        assert!(launcher_ending(Some(124)).contains("TIMEOUT"));
+        assert!(launcher_ending(Some(2)).contains("the launcher failed"));
+        assert!(launcher_ending(Some(7)).contains("exit status 7"));
+        assert!(launcher_ending(None).contains("signal"));
+    }
 }
