@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, OnceLock};
 
 use abi::layout::*;
 use igvm::{IgvmDirectiveHeader, IgvmFile, IsolationType};
@@ -82,10 +83,36 @@ fn env() -> Env {
     Env::discover().expect("workspace")
 }
 
+/// Tests run in parallel threads: install things once per process.
+fn once<T: Clone>(cell: &'static OnceLock<T>, make: impl FnOnce() -> T) -> T {
+    static INSTALLING: Mutex<()> = Mutex::new(());
+    let _guard = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+    cell.get_or_init(make).clone()
+}
+
 fn real_ovmf() -> GuestFirmware {
-    let path = setup::ensure_ovmf(&env())
-        .expect("OVMF is needed for this test: `cargo xtask setup` installs it");
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    let path = once(&PATH, || {
+        setup::ensure_ovmf(&env())
+            .expect("OVMF is needed for this test: `cargo xtask setup` installs it")
+    });
     GuestFirmware::ovmf(&path).expect("parsing the real OVMF")
+}
+
+fn venv_python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    once(&PYTHON, || {
+        setup::ensure_python_venv(&env())
+            .expect("sev-snp-measure could not be installed into build/venv: this test needs it")
+    })
+}
+
+fn ensure_qemu() {
+    static QEMU: OnceLock<()> = OnceLock::new();
+    once(&QEMU, || {
+        setup::ensure_qemu(&env())
+            .expect("QEMU is needed for this test: `cargo xtask setup` installs it");
+    })
 }
 
 fn synthetic_firmware() -> GuestFirmware {
@@ -378,8 +405,7 @@ fn page_blob(file: &IgvmFile) -> Vec<u8> {
 #[test]
 fn page_log_replays_through_sev_snp_measure() {
     let env = env();
-    let python = setup::ensure_python_venv(&env)
-        .expect("sev-snp-measure could not be installed into build/venv: this test needs it");
+    let python = venv_python();
     let (file, _) = assemble(Some(&real_ovmf()), Some(&test_key()));
     let measurement = measure::measure_snp(&file).unwrap();
     let dir = env.build.join("test-replay");
@@ -518,8 +544,7 @@ fn romloader_elf(env: &Env) -> PathBuf {
 #[test]
 fn qemu_boots_the_stand_in_through_the_rom_loader() {
     let env = env();
-    setup::ensure_qemu(&env)
-        .expect("QEMU is needed for this test: `cargo xtask setup` installs it");
+    ensure_qemu();
     let loader = std::fs::read(romloader_elf(&env)).unwrap();
     let stage2 = stand_in_stage2(STAND_IN_MESSAGE);
     let kernel = stand_in_kernel();
@@ -550,8 +575,7 @@ fn qemu_boots_the_stand_in_through_the_rom_loader() {
 #[test]
 fn rom_loader_reports_missing_ram_and_fails() {
     let env = env();
-    setup::ensure_qemu(&env)
-        .expect("QEMU is needed for this test: `cargo xtask setup` installs it");
+    ensure_qemu();
     let loader = std::fs::read(romloader_elf(&env)).unwrap();
     let (_, bytes) = assemble(None, None);
     let rom =
@@ -596,9 +620,7 @@ except InvalidSignature:
 /// with sev-snp-measure) over the 96-byte block the firmware checks.
 #[test]
 fn id_block_signature_verifies_with_python_cryptography() {
-    let env = env();
-    let python = setup::ensure_python_venv(&env)
-        .expect("build/venv (with cryptography) could not be installed: this test needs it");
+    let python = venv_python();
     let (file, _) = assemble(Some(&synthetic_firmware()), Some(&test_key()));
     let Some(IgvmDirectiveHeader::SnpIdBlock { ld, id_key_signature, id_public_key, .. }) =
         file.directives().iter().find(|d| matches!(d, IgvmDirectiveHeader::SnpIdBlock { .. }))
