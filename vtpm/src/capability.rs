@@ -37,6 +37,7 @@ const ALGS: &[(u16, u32)] = &[
     (TPM_ALG_OAEP, 0x0201),
     (TPM_ALG_ECDSA, 0x0101),
     (TPM_ALG_ECDH, 0x0401),
+    (TPM_ALG_ECDAA, 0x0101),
     (TPM_ALG_KDF1_SP800_56A, 0x0404),
     (TPM_ALG_KDF1_SP800_108, 0x0404),
     (TPM_ALG_ECC, 0x0009),

@@ -19,6 +19,7 @@ pub const TPM_ALG_RSAPSS: u16 = 0x0016;
 pub const TPM_ALG_OAEP: u16 = 0x0017;
 pub const TPM_ALG_ECDSA: u16 = 0x0018;
 pub const TPM_ALG_ECDH: u16 = 0x0019;
+pub const TPM_ALG_ECDAA: u16 = 0x001A;
 pub const TPM_ALG_KDF1_SP800_56A: u16 = 0x0020;
 pub const TPM_ALG_KDF1_SP800_108: u16 = 0x0022;
 pub const TPM_ALG_ECC: u16 = 0x0023;

@@ -232,6 +232,7 @@ pub static COMMANDS: &[Spec] = &[
     spec!(0x188, [(PolicySession, NoAuth)], false, true, false, N::None, 0, policy::policy_duplication_select),
     spec!(0x189, [(PolicySession, NoAuth)], false, false, true, N::None, 0, policy::policy_get_digest),
     spec!(0x18A, [], false, false, false, N::None, 0, crate::capability::test_parms),
+    spec!(0x18B, [(Object { null: false }, User)], false, true, true, N::None, 0, ecdaa::commit),
     spec!(0x18C, [(PolicySession, NoAuth)], false, false, false, N::None, 0, policy::policy_password),
     spec!(0x18F, [(PolicySession, NoAuth)], false, false, false, N::None, 0, policy::policy_nv_written),
     spec!(0x190, [(PolicySession, NoAuth)], false, true, false, N::None, 0, policy::policy_template),

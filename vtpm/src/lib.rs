@@ -36,7 +36,7 @@
 //!
 //! ## What is implemented
 //!
-//! 102 commands (GetCapability(TPM_CAP_COMMANDS) lists exactly these):
+//! 103 commands (GetCapability(TPM_CAP_COMMANDS) lists exactly these):
 //!
 //! * startup and health: Startup, Shutdown (CLEAR/STATE: TPM Reset, Restart, Resume), SelfTest,
 //!   IncrementalSelfTest, GetTestResult, GetRandom, StirRandom, GetCapability (ALGS, HANDLES,
@@ -49,7 +49,7 @@
 //!   ObjectChangeAuth, EvictControl, Unseal, FlushContext, ContextSave, ContextLoad,
 //!   Duplicate, Import;
 //! * use: Sign, VerifySignature, RSA_Encrypt, RSA_Decrypt (OAEP, RSAES, raw), ECDH_KeyGen,
-//!   ECDH_ZGen, ECC_Parameters, EncryptDecrypt, EncryptDecrypt2, MakeCredential,
+//!   ECDH_ZGen, ECC_Parameters, EncryptDecrypt, EncryptDecrypt2, Commit (ECDAA), MakeCredential,
 //!   ActivateCredential; attestation: Quote, Certify, CertifyCreation, GetTime,
 //!   GetSessionAuditDigest, GetCommandAuditDigest, NV_Certify;
 //! * sessions: StartAuthSession (HMAC, policy, trial; unsalted, RSA-OAEP- or ECDH-salted;
@@ -68,13 +68,14 @@
 //!   DictionaryAttackParameters (dictionary-attack lockout with the reference defaults).
 //!
 //! Algorithms: RSA 1024/2048/3072 (RSASSA, RSAPSS, OAEP, RSAES), ECC NIST P-256/P-384 (ECDSA,
-//! ECDH), SHA-1/256/384/512, HMAC, AES-128/192/256 in CFB mode, XOR, KDFa, KDFe, MGF1.
+//! ECDAA, ECDH), SHA-1/256/384/512, HMAC, AES-128/192/256 in CFB mode, XOR, KDFa, KDFe, MGF1.
 //!
 //! ## Deliberately left out
 //!
-//! * ECDAA, EC-Schnorr, SM2, ECMQV and the BN/SM2 curves, with TPM2_Commit, EC_Ephemeral and
-//!   ZGen_2Phase: they need pairing-friendly curve arithmetic no RustCrypto crate provides, and
-//!   no client in scope (Linux, OVMF, systemd, clevis, Keylime) uses them.
+//! * The BN_P256/BN_P638 and SM2 curves, EC-Schnorr, SM2 and ECMQV schemes, EC_Ephemeral and
+//!   ZGen_2Phase: no RustCrypto crate implements these curves (BN curves are pairing-friendly
+//!   curves used with ECDAA), and no client in scope (Linux, OVMF, systemd, clevis, Keylime)
+//!   uses them. ECDAA itself works on the NIST curves.
 //! * Symmetric modes other than CFB (CTR, OFB, CBC, ECB) and CMAC: parameter encryption and
 //!   storage use CFB only; no in-scope client uses the others.
 //! * PCR_SetAuthPolicy / PCR_SetAuthValue (the PCR authorization groups), Rewrap, CertifyX509,

@@ -283,7 +283,8 @@ fn validate_asym(public: &Public, sym: SymDef, scheme: Scheme, _kdf: Scheme) -> 
     if sym != SymDef::Null {
         return Err(TPM_RC_SYMMETRIC);
     }
-    let signing = matches!(scheme.alg, TPM_ALG_RSASSA | TPM_ALG_RSAPSS | TPM_ALG_ECDSA);
+    let signing =
+        matches!(scheme.alg, TPM_ALG_RSASSA | TPM_ALG_RSAPSS | TPM_ALG_ECDSA | TPM_ALG_ECDAA);
     let encrypting = matches!(scheme.alg, TPM_ALG_OAEP | TPM_ALG_RSAES | TPM_ALG_ECDH);
     match (sign, decrypt) {
         (true, true) if !scheme.is_null() => Err(TPM_RC_SCHEME),

@@ -164,6 +164,8 @@ pub struct Tpm {
     pub(crate) hcrtm_done: bool,
     /// NV_GlobalWriteLock was issued (until the next Startup).
     pub(crate) global_write_lock: bool,
+    /// ECDAA commits.
+    pub(crate) commits: crate::commands::ecdaa::Commits,
     /// Command audit state.
     pub(crate) audit: crate::commands::audit::CommandAudit,
     /// Commands that need physical presence when authorized by the platform.
@@ -266,6 +268,7 @@ impl Tpm {
             primary_cache: Vec::new(),
             nv_max_counter: 0,
             audit: Default::default(),
+            commits: Default::default(),
             pp_commands: [crate::commands::audit::CC_PP_COMMANDS].into_iter().collect(),
             pp_asserted: false,
         })

@@ -114,13 +114,20 @@ pub struct Scheme {
     pub hash: Option<HashAlg>,
     /// TPMS_SCHEME_XOR's KDF (keyed-hash XOR scheme only).
     pub kdf: u16,
+    /// TPMS_SCHEME_ECDAA's commit count (ECDAA only).
+    pub count: u16,
 }
 
 impl Scheme {
-    pub const NULL: Scheme = Scheme { alg: TPM_ALG_NULL, hash: None, kdf: TPM_ALG_NULL };
+    pub const NULL: Scheme = Scheme { alg: TPM_ALG_NULL, hash: None, kdf: TPM_ALG_NULL, count: 0 };
 
     pub fn with_hash(alg: u16, hash: HashAlg) -> Scheme {
-        Scheme { alg, hash: Some(hash), kdf: TPM_ALG_NULL }
+        Scheme { alg, hash: Some(hash), kdf: TPM_ALG_NULL, count: 0 }
+    }
+
+    /// Same algorithm and hash (an ECDAA count is per signature, not part of the identity).
+    pub fn same_as(&self, other: &Scheme) -> bool {
+        self.alg == other.alg && self.hash == other.hash && self.kdf == other.kdf
     }
 
     pub fn is_null(&self) -> bool {
@@ -134,14 +141,21 @@ impl Scheme {
             return Err(bad);
         }
         match alg {
-            TPM_ALG_NULL | TPM_ALG_RSAES => Ok(Scheme { alg, hash: None, kdf: TPM_ALG_NULL }),
+            TPM_ALG_NULL | TPM_ALG_RSAES => {
+                Ok(Scheme { alg, hash: None, kdf: TPM_ALG_NULL, count: 0 })
+            }
             TPM_ALG_XOR => {
                 let hash = parse_hash_required(r)?;
                 let kdf = r.u16()?;
                 if kdf != TPM_ALG_KDF1_SP800_108 {
                     return Err(TPM_RC_KDF);
                 }
-                Ok(Scheme { alg, hash: Some(hash), kdf })
+                Ok(Scheme { alg, hash: Some(hash), kdf, count: 0 })
+            }
+            TPM_ALG_ECDAA => {
+                let hash = parse_hash_required(r)?;
+                let count = r.u16()?;
+                Ok(Scheme { count, ..Scheme::with_hash(alg, hash) })
             }
             _ => Ok(Scheme::with_hash(alg, parse_hash_required(r)?)),
         }
@@ -161,7 +175,11 @@ impl Scheme {
 
     /// TPMT_ECC_SCHEME+.
     pub fn parse_ecc(r: &mut Reader) -> TpmResult<Scheme> {
-        Self::parse_from(r, &[TPM_ALG_NULL, TPM_ALG_ECDSA, TPM_ALG_ECDH], TPM_RC_SCHEME)
+        Self::parse_from(
+            r,
+            &[TPM_ALG_NULL, TPM_ALG_ECDSA, TPM_ALG_ECDAA, TPM_ALG_ECDH],
+            TPM_RC_SCHEME,
+        )
     }
 
     /// TPMT_KEYEDHASH_SCHEME+.
@@ -171,8 +189,14 @@ impl Scheme {
 
     /// TPMT_SIG_SCHEME+.
     pub fn parse_sig(r: &mut Reader) -> TpmResult<Scheme> {
-        const OK: &[u16] =
-            &[TPM_ALG_NULL, TPM_ALG_RSASSA, TPM_ALG_RSAPSS, TPM_ALG_ECDSA, TPM_ALG_HMAC];
+        const OK: &[u16] = &[
+            TPM_ALG_NULL,
+            TPM_ALG_RSASSA,
+            TPM_ALG_RSAPSS,
+            TPM_ALG_ECDSA,
+            TPM_ALG_ECDAA,
+            TPM_ALG_HMAC,
+        ];
         Self::parse_from(r, OK, TPM_RC_SCHEME)
     }
 
@@ -190,6 +214,9 @@ impl Scheme {
         }
         if self.alg == TPM_ALG_XOR {
             w.u16(self.kdf);
+        }
+        if self.alg == TPM_ALG_ECDAA {
+            w.u16(self.count);
         }
     }
 }
@@ -430,9 +457,22 @@ pub fn parse_digest_list(r: &mut Reader) -> TpmResult<Vec<Vec<u8>>> {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Signature {
     Null,
-    Rsa { scheme: u16, hash: HashAlg, sig: Vec<u8> },
-    Ecdsa { hash: HashAlg, r: Vec<u8>, s: Vec<u8> },
-    Hmac { hash: HashAlg, digest: Vec<u8> },
+    Rsa {
+        scheme: u16,
+        hash: HashAlg,
+        sig: Vec<u8>,
+    },
+    /// ECDSA or ECDAA (same shape: hash, r, s).
+    Ecc {
+        scheme: u16,
+        hash: HashAlg,
+        r: Vec<u8>,
+        s: Vec<u8>,
+    },
+    Hmac {
+        hash: HashAlg,
+        digest: Vec<u8>,
+    },
 }
 
 impl Signature {
@@ -445,7 +485,8 @@ impl Signature {
                 hash: parse_hash_required(r)?,
                 sig: r.tpm2b_vec(MAX_RSA_KEY_BYTES)?,
             },
-            TPM_ALG_ECDSA => Signature::Ecdsa {
+            TPM_ALG_ECDSA | TPM_ALG_ECDAA => Signature::Ecc {
+                scheme: alg,
                 hash: parse_hash_required(r)?,
                 r: r.tpm2b_vec(MAX_ECC_KEY_BYTES)?,
                 s: r.tpm2b_vec(MAX_ECC_KEY_BYTES)?,
@@ -466,8 +507,8 @@ impl Signature {
             Signature::Rsa { scheme, hash, sig } => {
                 w.u16(*scheme).u16(hash.alg()).tpm2b(sig);
             }
-            Signature::Ecdsa { hash, r, s } => {
-                w.u16(TPM_ALG_ECDSA).u16(hash.alg()).tpm2b(r).tpm2b(s);
+            Signature::Ecc { scheme, hash, r, s } => {
+                w.u16(*scheme).u16(hash.alg()).tpm2b(r).tpm2b(s);
             }
             Signature::Hmac { hash, digest } => {
                 w.u16(TPM_ALG_HMAC).u16(hash.alg()).bytes(digest);

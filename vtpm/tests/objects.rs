@@ -202,3 +202,55 @@ fn policy_ticket_replays_policy_secret() {
     let (s3, _) = policy_session(&mut tpm);
     assert_eq!(rc(&tpm.execute(C, 0, &cmd(0x8001, 0x172, &[s3], &forged))), 0x5E0);
 }
+
+#[test]
+fn ecdaa_commit_and_sign_satisfy_the_signature_equation() {
+    use p256::elliptic_curve::ops::Reduce;
+    use p256::elliptic_curve::sec1::{FromSec1Point, ToSec1Point};
+    use p256::{AffinePoint, ProjectivePoint, Scalar};
+    let mut tpm = started();
+    let template = hex("0023 000b 00040072 0000 0010 001a 000b 0000 0003 0010 0000 0000");
+    let (key, public) = create_primary(&mut tpm, 0x4000_0001, &template);
+    // Commit with empty P1, s2, y2: E = [r]G.
+    let mut rest = pw_auth(b"");
+    rest.extend_from_slice(&hex("0000 0000 0000"));
+    let rsp = tpm.execute(C, 0, &cmd(0x8002, 0x18B, &[key], &rest));
+    assert_eq!(rc(&rsp), 0, "{rsp:02x?}");
+    let p = &rsp[14..];
+    assert_eq!(p[..4], [0, 0, 0, 0], "K and L are empty");
+    let e = &p[4..4 + 2 + 68];
+    let count = u16::from_be_bytes([p[4 + 70], p[4 + 71]]);
+    let point = |x: &[u8], y: &[u8]| {
+        let mut sec1 = vec![4u8];
+        sec1.extend_from_slice(x);
+        sec1.extend_from_slice(y);
+        let enc = p256::Sec1Point::from_bytes(&sec1).unwrap();
+        ProjectivePoint::from(AffinePoint::from_sec1_point(&enc).unwrap())
+    };
+    let e_point = point(&e[4..36], &e[38..70]);
+    let q = point(&public[public.len() - 66..public.len() - 34], &public[public.len() - 32..]);
+    // Sign(digest, ECDAA sha256 count) with a NULL-hierarchy hash ticket.
+    let digest = [0x42u8; 32];
+    let mut rest = pw_auth(b"");
+    rest.extend_from_slice(&tpm2b(&digest));
+    rest.extend_from_slice(&hex("001a 000b"));
+    rest.extend_from_slice(&count.to_be_bytes());
+    rest.extend_from_slice(&hex("8024 40000007 0000"));
+    let sign = cmd(0x8002, 0x15D, &[key], &rest);
+    let rsp = tpm.execute(C, 0, &sign);
+    assert_eq!(rc(&rsp), 0, "{rsp:02x?}");
+    let sig = &rsp[14..];
+    assert_eq!(sig[..4], hex("001a 000b")[..]);
+    let nonce_k = &sig[6..38];
+    let s = &sig[40..72];
+    // [s]G == E + [H(nonceK || digest)]Q.
+    use sha2::Digest;
+    let t = sha2::Sha256::new().chain_update(nonce_k).chain_update(digest).finalize();
+    let t = <Scalar as Reduce<p256::FieldBytes>>::reduce(&t);
+    let s = <Scalar as Reduce<p256::FieldBytes>>::reduce(&p256::FieldBytes::try_from(s).unwrap());
+    let lhs = (ProjectivePoint::GENERATOR * s).to_affine().to_sec1_point(false);
+    let rhs = (e_point + q * t).to_affine().to_sec1_point(false);
+    assert_eq!(lhs, rhs);
+    // A commit is used once.
+    assert_eq!(rc(&tpm.execute(C, 0, &sign)), 0x2C4);
+}

@@ -6,6 +6,7 @@ pub mod attest;
 pub mod audit;
 pub mod clock;
 pub mod duplication;
+pub mod ecdaa;
 pub mod hash;
 pub mod hierarchy;
 pub mod nv;

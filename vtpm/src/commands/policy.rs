@@ -217,7 +217,7 @@ pub fn policy_signed(tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<()
     let is_trial = trial(tpm.session(c.client, c.handles[1])?);
     let alg = match &sig {
         Signature::Rsa { hash, .. }
-        | Signature::Ecdsa { hash, .. }
+        | Signature::Ecc { hash, .. }
         | Signature::Hmac { hash, .. } => *hash,
         Signature::Null => return Err(at_param(TPM_RC_SCHEME, 5)),
     };

@@ -23,12 +23,13 @@ pub(crate) fn resolve_scheme(key: &Object, requested: Scheme) -> TpmResult<Schem
         (true, true) => return Err(TPM_RC_SCHEME),
         (true, false) => requested,
         (false, true) => own,
-        (false, false) if own == requested => own,
+        // The caller's ECDAA count selects the commit.
+        (false, false) if own.same_as(&requested) => requested,
         _ => return Err(TPM_RC_SCHEME),
     };
     let fits = match key.public.kind {
         TPM_ALG_RSA => matches!(scheme.alg, TPM_ALG_RSASSA | TPM_ALG_RSAPSS),
-        TPM_ALG_ECC => scheme.alg == TPM_ALG_ECDSA,
+        TPM_ALG_ECC => matches!(scheme.alg, TPM_ALG_ECDSA | TPM_ALG_ECDAA),
         TPM_ALG_KEYEDHASH => scheme.alg == TPM_ALG_HMAC,
         _ => false,
     };
@@ -63,7 +64,20 @@ impl Tpm {
             (TPM_ALG_ECDSA, PublicParams::Ecc { curve, .. }) => {
                 let mut rng = self.rng();
                 let (r, s) = ecc::sign(&mut rng, *curve, secret, digest)?;
-                Signature::Ecdsa { hash: h, r, s }
+                Signature::Ecc { scheme: TPM_ALG_ECDSA, hash: h, r, s }
+            }
+            (TPM_ALG_ECDAA, PublicParams::Ecc { curve, .. }) => {
+                let r = self.take_commit(key, *curve, scheme.count)?;
+                // Anonymous signature: R = nonceK, S = r + H(nonceK || digest) * d mod n.
+                let nonce_k = loop {
+                    let candidate = self.random_vec(curve.size());
+                    if let Some(k) = ecc::reduce(*curve, &candidate) {
+                        break k;
+                    }
+                };
+                let t = hash(h, &[&nonce_k, digest]);
+                let s = ecc::ecdaa_s(*curve, secret, &r, &t)?;
+                Signature::Ecc { scheme: TPM_ALG_ECDAA, hash: h, r: nonce_k.to_vec(), s }
             }
             (TPM_ALG_RSASSA | TPM_ALG_RSAPSS, PublicParams::Rsa { .. }) => {
                 let private = key.rsa_private.as_deref().ok_or(TPM_RC_KEY)?;
@@ -108,7 +122,7 @@ pub(crate) fn verify(key: &Object, digest: &[u8], sig: &Signature) -> TpmResult<
             };
             digest.len() == hash.size() && rsa::verify(public, s, digest, sig)
         }
-        (Signature::Ecdsa { r, s, .. }, PublicParams::Ecc { curve, .. }) => {
+        (Signature::Ecc { scheme: TPM_ALG_ECDSA, r, s, .. }, PublicParams::Ecc { curve, .. }) => {
             let q = key.public.ecc_point().ok_or(TPM_RC_KEY)?;
             ecc::verify(*curve, &q, digest, r, s)
         }

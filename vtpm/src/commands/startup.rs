@@ -91,6 +91,7 @@ fn tpm_reset(tpm: &mut Tpm) {
     tpm.context_proof = fresh;
     tpm.sessions.clear();
     tpm.da.lockout_auth_blocked_until = None;
+    tpm.reset_commits();
 }
 
 /// PCRs to their reset values; PCR 0 records a locality-3 startup or keeps an H-CRTM value.

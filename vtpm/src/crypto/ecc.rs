@@ -74,7 +74,7 @@ macro_rules! curve_ops {
             use $c::ecdsa::signature::hazmat::{PrehashVerifier, RandomizedPrehashSigner};
             use $c::ecdsa::{Signature, SigningKey, VerifyingKey};
             use $c::elliptic_curve::sec1::ToSec1Point;
-            use $c::{AffinePoint, FieldBytes, NonZeroScalar, ProjectivePoint, PublicKey};
+            use $c::{AffinePoint, FieldBytes, NonZeroScalar, ProjectivePoint, PublicKey, Scalar};
 
             const SIZE: usize = core::mem::size_of::<FieldBytes>();
 
@@ -150,6 +150,29 @@ macro_rules! curve_ops {
                 VerifyingKey::from(key).verify_prehash(&prehash(digest), &sig).is_ok()
             }
 
+            /// An integer (big-endian, any length) reduced modulo the group order.
+            fn mod_n(bytes: &[u8]) -> Scalar {
+                let base = Scalar::from(256u64);
+                bytes.iter().fold(Scalar::from(0u64), |acc, b| acc * base + Scalar::from(u64::from(*b)))
+            }
+
+            /// A non-zero scalar from an integer reduced modulo n (padded field bytes).
+            pub fn reduce(bytes: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+                let k = mod_n(bytes);
+                if k == Scalar::from(0u64) {
+                    return None;
+                }
+                Some(Zeroizing::new(k.to_bytes().to_vec()))
+            }
+
+            /// ECDAA: s = r + t * d mod n.
+            pub fn ecdaa_s(d: &[u8], r: &[u8], t: &[u8]) -> TpmResult<Vec<u8>> {
+                let d = scalar(d)?;
+                let r = scalar(r)?;
+                let s = *r + mod_n(t) * *d;
+                Ok(s.to_bytes().to_vec())
+            }
+
             /// ECDSA uses the leftmost bits of a longer digest; a shorter one is taken as an
             /// integer, which left-padding with zeros preserves.
             fn prehash(digest: &[u8]) -> Vec<u8> {
@@ -216,6 +239,29 @@ pub fn sign<R: TryCryptoRng + ?Sized>(
 
 pub fn verify(curve: Curve, q: &Point, digest: &[u8], r: &[u8], s: &[u8]) -> bool {
     dispatch!(curve, m => m::verify(q, digest, r, s))
+}
+
+/// `bytes` (an integer of any length) reduced modulo the group order; `None` if zero.
+pub fn reduce(curve: Curve, bytes: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    dispatch!(curve, m => m::reduce(bytes))
+}
+
+/// The ECDAA signature value s = r + t * d mod n.
+pub fn ecdaa_s(curve: Curve, d: &[u8], r: &[u8], t: &[u8]) -> TpmResult<Vec<u8>> {
+    dispatch!(curve, m => m::ecdaa_s(d, r, t))
+}
+
+/// `bytes` (an integer) reduced modulo the field prime p (public values only: variable time).
+pub fn mod_p(curve: Curve, bytes: &[u8]) -> Vec<u8> {
+    let p_hex = parameters(curve)[0];
+    let p: Vec<u8> = (0..p_hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&p_hex[i..i + 2], 16).expect("constant hex"))
+        .collect();
+    let p = crypto_bigint::BoxedUint::from_be_slice_vartime(&p);
+    let p = crypto_bigint::NonZero::new(p).expect("the field prime is not zero");
+    let v = crypto_bigint::BoxedUint::from_be_slice_vartime(bytes).rem_vartime(&p);
+    pad(&v.to_be_bytes_trimmed_vartime(), curve.size()).expect("smaller than p")
 }
 
 /// Curve parameters for TPM2_ECC_Parameters: (p, a, b, gX, gY, n, h).
