@@ -14,10 +14,15 @@ extern crate alloc;
 pub mod attest;
 pub mod console;
 pub mod cpu;
+pub mod guest_mem;
 pub mod mm;
 pub mod protocols;
+pub mod svm;
 pub mod testing;
 
 #[cfg(target_os = "none")]
 pub mod boot;
 pub mod platform;
+
+#[cfg(not(target_os = "none"))]
+pub mod host_doubles;
