@@ -148,8 +148,8 @@ impl BootParams {
                 return Err(BootParamsError::BadRange(range));
             }
         }
-        if self.kernel_region.size % layout::LARGE_PAGE_SIZE != 0
-            || self.kernel_region.base % layout::LARGE_PAGE_SIZE != 0
+        if !self.kernel_region.size.is_multiple_of(layout::LARGE_PAGE_SIZE)
+            || !self.kernel_region.base.is_multiple_of(layout::LARGE_PAGE_SIZE)
         {
             return Err(BootParamsError::BadRange(self.kernel_region));
         }

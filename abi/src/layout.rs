@@ -106,8 +106,8 @@ const _: () = {
     assert!(MEMORY_MAP_GPA + MEMORY_MAP_SIZE <= STAGE2_STACK_BASE);
     assert!(KERNEL_ELF_LIMIT <= KERNEL_REGION_BASE);
     assert!(KERNEL_REGION_BASE + KERNEL_REGION_SIZE <= FIRMWARE_STAGING_BASE);
-    assert!(KERNEL_REGION_BASE % LARGE_PAGE_SIZE == 0);
-    assert!(KERNEL_REGION_SIZE % LARGE_PAGE_SIZE == 0);
+    assert!(KERNEL_REGION_BASE.is_multiple_of(LARGE_PAGE_SIZE));
+    assert!(KERNEL_REGION_SIZE.is_multiple_of(LARGE_PAGE_SIZE));
 };
 
 #[cfg(test)]

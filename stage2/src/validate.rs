@@ -45,12 +45,12 @@ pub fn validate_range(
 ) -> Result<(), ValidateError> {
     let end =
         range.end().ok_or(ValidateError { addr: range.base, error: PvalidateError::Input })?;
-    if range.base % PAGE_SIZE != 0 || end % PAGE_SIZE != 0 {
+    if !range.base.is_multiple_of(PAGE_SIZE) || end % PAGE_SIZE != 0 {
         return Err(ValidateError { addr: range.base, error: PvalidateError::Input });
     }
     let mut addr = range.base;
     while addr < end {
-        if addr % LARGE_PAGE_SIZE == 0 && end - addr >= LARGE_PAGE_SIZE {
+        if addr.is_multiple_of(LARGE_PAGE_SIZE) && end - addr >= LARGE_PAGE_SIZE {
             match validator.validate(addr, PageSize::Size2M) {
                 Ok(()) => {
                     addr += LARGE_PAGE_SIZE;

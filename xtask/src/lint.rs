@@ -1,0 +1,38 @@
+//! `cargo xtask lint`: clippy with warnings as errors over every crate, for
+//! the target it is built for: the host crates (and the host builds of the
+//! kernel and loader libraries, with their unit tests), then the bare-metal
+//! binaries for x86_64-unknown-none.
+
+use anyhow::Result;
+
+use crate::env::Env;
+
+/// Bare-metal binary crates and the features that build them.
+const BARE_METAL: &[(&str, &str)] = &[
+    ("stage2", "bare-metal"),
+    ("kernel", "bare-metal,test-runner"),
+    ("romloader", "bare-metal"),
+    ("test-guest", "bare-metal"),
+];
+
+pub fn run(env: &Env) -> Result<()> {
+    println!("lint: host crates");
+    env.cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    for (package, features) in BARE_METAL {
+        println!("lint: {package} for x86_64-unknown-none");
+        env.cargo(&[
+            "clippy",
+            "--target",
+            "x86_64-unknown-none",
+            "-p",
+            package,
+            "--features",
+            features,
+            "--",
+            "-D",
+            "warnings",
+        ])?;
+    }
+    println!("lint: clean");
+    Ok(())
+}
