@@ -1,6 +1,9 @@
 //! `cargo xtask`: the one entry point for building, packaging, booting and
 //! testing the SVSM. CI runs exactly what a developer runs.
 
+mod attest_certs;
+mod attest_sample;
+mod attest_verify;
 mod bios_image;
 mod builder;
 mod env;
@@ -51,6 +54,16 @@ enum Command {
         /// The IGVM file.
         file: PathBuf,
     },
+    /// Verify an SNP attestation report: certificate chain, signature,
+    /// measurement, REPORT_DATA against nonce and manifest, policy, VMPL.
+    Verify(attest_verify::Cli),
+    /// Run the SVSM's attestation protocol on the host against the
+    /// development PSP and write a sample report, manifest and certificates.
+    #[command(hide = true)]
+    AttestSample {
+        /// Output directory.
+        out: PathBuf,
+    },
     /// Install what the other commands need (QEMU, OVMF, Python venv, Rust target).
     Setup,
     /// vTPM conformance alone (temporary, until `test` runs it).
@@ -75,6 +88,8 @@ fn main() -> Result<()> {
         Command::Build(args) => run::build(&env, &args),
         Command::Run(args) => run::run(&env, &args),
         Command::Measure { file } => builder::measure_file(&file),
+        Command::Verify(args) => attest_verify::main(&args, &env.build),
+        Command::AttestSample { out } => attest_sample::main(&out, &env.build),
         Command::Setup => setup::run(&env),
         Command::VtpmConformance { swtpm } => {
             if swtpm {

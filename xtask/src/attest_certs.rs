@@ -1,0 +1,415 @@
+//! The development attestation chain: a dev ARK -> ASK -> VCEK in the
+//! certificate profiles AMD's key distribution service (KDS) uses, so that
+//! tools written for real SNP reports verify the development PSP's reports
+//! unchanged:
+//!
+//! - ARK and ASK: RSA-4096, self-signed ARK, RSASSA-PSS with SHA-384, MGF1
+//!   SHA-384, salt 48; ARK: key usage keyCertSign + cRLSign (critical), SKI,
+//!   basic constraints CA (critical); ASK: SKI, AKI, CA with pathlen 0
+//!   (critical), key usage keyCertSign (critical). AMD's CRL distribution
+//!   point is left out (there is no development CRL).
+//! - VCEK: ECDSA P-384 key, serial 0, signed by the ASK with RSASSA-PSS,
+//!   and only AMD's extensions (OID arc 1.3.6.1.4.1.3704.1): structVersion,
+//!   productName, the TCB SPLs (bootloader, TEE, SNP, reserved 4-7,
+//!   microcode) and hwID = the 64-byte CHIP_ID, each extension value
+//!   DER-encoded as AMD's are.
+//!
+//! Names follow AMD's (OU, C, L, ST, O, CN with CN `ARK-<product>`,
+//! `SEV-<product>`, `SEV-VCEK`) but O says "not AMD", and every CN carries
+//! "dev": nothing here can be mistaken for AMD's chain.
+//!
+//! The chain, VMPCK0 and the chip ID are generated once per build folder
+//! (`build/attest/`) and handed to the development PSP through
+//! [`dev_psp_params`] in an IGVM page of the native platform only.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use abi::attestation::{
+    CERT_GUID_ARK, CERT_GUID_ASK, CERT_GUID_VCEK, DEV_PSP_PARAMS_MAGIC, DEV_PSP_PARAMS_MAX_SIZE,
+    DEV_PSP_PARAMS_VERSION, DevPspParams, FirmwareVersion, Generation, TcbVersion, cert_table_len,
+    write_cert_table,
+};
+use anyhow::{Context, Result, ensure};
+use der::asn1::{BitString, Ia5String, Int, OctetString};
+use der::{Decode, Encode, Sequence};
+use p384::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
+use rsa::signature::{RandomizedSigner, SignatureEncoding};
+use sha2::{Digest, Sha384};
+use spki::{
+    AlgorithmIdentifierOwned, DynSignatureAlgorithmIdentifier, ObjectIdentifier,
+    SubjectPublicKeyInfoOwned,
+};
+use x509_cert::Certificate;
+use x509_cert::ext::Extension;
+use x509_cert::name::Name;
+use x509_cert::time::{Time, Validity};
+use zerocopy::{FromZeros, IntoBytes};
+
+/// The processor generation the development chain imitates.
+pub const DEV_GENERATION: Generation = Generation::Genoa;
+/// CPUID family/model/stepping of a Genoa part (family 0x19, model 0x11).
+pub const DEV_CPUID: (u8, u8, u8) = (0x19, 0x11, 0x01);
+/// The TCB the development VCEK certifies (values of a Genoa in the field).
+pub const DEV_TCB: TcbVersion =
+    TcbVersion { fmc: 0, bootloader: 9, tee: 0, snp: 23, microcode: 72 };
+/// The SNP firmware version the development PSP claims.
+pub const DEV_FIRMWARE: FirmwareVersion = FirmwareVersion { build: 4, minor: 55, major: 1 };
+/// RSA key size of AMD's ARK and ASK.
+pub const ARK_ASK_BITS: usize = 4096;
+
+/// AMD's OID arc for the VCEK extensions.
+const AMD_VCEK_ARC: &str = "1.3.6.1.4.1.3704.1";
+
+/// The files of a development chain in its directory (snpguest's names).
+pub const ARK_FILE: &str = "ark.pem";
+/// The ASK certificate.
+pub const ASK_FILE: &str = "ask.pem";
+/// The VCEK certificate.
+pub const VCEK_FILE: &str = "vcek.pem";
+/// The VCEK private key (PKCS#8 PEM). Development only.
+const VCEK_KEY_FILE: &str = "vcek-key.pem";
+/// VMPCK0 (32 bytes) and the chip ID (64 bytes). Development only.
+const SECRETS_FILE: &str = "dev-psp-secrets.bin";
+
+/// A development chain and the development PSP's secrets.
+pub struct DevChain {
+    /// The ARK certificate (DER).
+    pub ark: Vec<u8>,
+    /// The ASK certificate (DER).
+    pub ask: Vec<u8>,
+    /// The VCEK certificate (DER).
+    pub vcek: Vec<u8>,
+    /// The VCEK's private key.
+    pub vcek_key: p384::SecretKey,
+    /// VMPCK0 shared by the SVSM and the development PSP.
+    pub vmpck0: [u8; 32],
+    /// The chip ID the VCEK certifies.
+    pub chip_id: [u8; 64],
+}
+
+/// The build folder's development chain directory.
+pub fn chain_dir(build_dir: &Path) -> PathBuf {
+    build_dir.join("attest")
+}
+
+/// Loads the development chain of `dir`, creating it first if it does not
+/// exist yet (RSA-4096 key generation takes a few seconds).
+pub fn load_or_create(dir: &Path) -> Result<DevChain> {
+    if !dir.join(SECRETS_FILE).exists() {
+        let chain = generate(ARK_ASK_BITS, "dev")?;
+        store(&chain, dir)?;
+    }
+    load(dir)
+}
+
+/// Generates a new chain (`bits`-bit ARK/ASK); `tag` goes into every CN.
+pub fn generate(bits: usize, tag: &str) -> Result<DevChain> {
+    let mut rng = rsa::rand_core::UnwrapErr(getrandom::SysRng);
+    let ark_key = rsa::PrivateKey::new(&mut rng, bits).context("generating the ARK key")?;
+    let ask_key = rsa::PrivateKey::new(&mut rng, bits).context("generating the ASK key")?;
+    let vcek_key = <p384::SecretKey as rsa::Generate>::generate_from_rng(&mut rng);
+    let mut vmpck0 = [0u8; 32];
+    let mut chip_id = [0u8; 64];
+    getrandom::fill(&mut vmpck0).context("random VMPCK0")?;
+    getrandom::fill(&mut chip_id).context("random chip ID")?;
+
+    let product = DEV_GENERATION.name();
+    let ark_name = amd_style_name(&format!("ARK-{product}-{tag}"))?;
+    let ask_name = amd_style_name(&format!("SEV-{product}-{tag}"))?;
+    let vcek_name = amd_style_name(&format!("SEV-VCEK-{tag}"))?;
+    let now = SystemTime::now() - Duration::from_secs(86400);
+    let years = |n: u64| now + Duration::from_secs(n * 365 * 86400);
+
+    let ark_spki = rsa_spki(&ark_key)?;
+    let ask_spki = rsa_spki(&ask_key)?;
+    let ark_ski = key_id(&ark_spki);
+    let ask_ski = key_id(&ask_spki);
+    let ark = sign_certificate(
+        &ark_key,
+        Tbs {
+            serial: &[0x01, 0x00, 0x00],
+            issuer: ark_name.clone(),
+            subject: ark_name.clone(),
+            validity: validity(now, years(25))?,
+            spki: ark_spki,
+            extensions: vec![
+                ext("2.5.29.15", true, &key_usage(&[5, 6]))?,
+                ext("2.5.29.14", false, &OctetString::new(ark_ski.to_vec())?.to_der()?)?,
+                ext("2.5.29.19", true, &basic_constraints(None)?)?,
+            ],
+        },
+    )?;
+    let ask = sign_certificate(
+        &ark_key,
+        Tbs {
+            serial: &[0x01, 0x00, 0x01],
+            issuer: ark_name,
+            subject: ask_name.clone(),
+            validity: validity(now, years(25))?,
+            spki: ask_spki,
+            extensions: vec![
+                ext("2.5.29.14", false, &OctetString::new(ask_ski.to_vec())?.to_der()?)?,
+                ext("2.5.29.35", false, &authority_key_id(&ark_ski)?)?,
+                ext("2.5.29.19", true, &basic_constraints(Some(0))?)?,
+                ext("2.5.29.15", true, &key_usage(&[5]))?,
+            ],
+        },
+    )?;
+    let vcek_spki = SubjectPublicKeyInfoOwned::from_der(
+        vcek_key.public_key().to_public_key_der().context("VCEK public key")?.as_bytes(),
+    )?;
+    let vcek = sign_certificate(
+        &ask_key,
+        Tbs {
+            serial: &[0x00],
+            issuer: ask_name,
+            subject: vcek_name,
+            validity: validity(now, years(7))?,
+            spki: vcek_spki,
+            extensions: vcek_extensions(product, DEV_TCB, &chip_id)?,
+        },
+    )?;
+    Ok(DevChain { ark, ask, vcek, vcek_key, vmpck0, chip_id })
+}
+
+fn store(chain: &DevChain, dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (file, der) in [(ARK_FILE, &chain.ark), (ASK_FILE, &chain.ask), (VCEK_FILE, &chain.vcek)] {
+        let pem = der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, der)?;
+        fs::write(dir.join(file), pem)?;
+    }
+    let key = chain.vcek_key.to_pkcs8_pem(der::pem::LineEnding::LF)?;
+    fs::write(dir.join(VCEK_KEY_FILE), key.as_bytes())?;
+    let mut secrets = chain.vmpck0.to_vec();
+    secrets.extend_from_slice(&chain.chip_id);
+    fs::write(dir.join(SECRETS_FILE), secrets)?;
+    Ok(())
+}
+
+fn load(dir: &Path) -> Result<DevChain> {
+    let read_cert = |file: &str| -> Result<Vec<u8>> {
+        let path = dir.join(file);
+        let pem =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let (label, der) = der::pem::decode_vec(pem.as_bytes())
+            .with_context(|| format!("{} is not a PEM file", path.display()))?;
+        ensure!(label == "CERTIFICATE", "{} holds a {label}, not a certificate", path.display());
+        Ok(der)
+    };
+    let key_path = dir.join(VCEK_KEY_FILE);
+    let key_pem =
+        fs::read_to_string(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
+    let vcek_key = p384::SecretKey::from_pkcs8_pem(&key_pem)
+        .with_context(|| format!("{} is not a P-384 PKCS#8 key", key_path.display()))?;
+    let secrets = fs::read(dir.join(SECRETS_FILE))?;
+    ensure!(
+        secrets.len() == 96,
+        "{} is damaged: delete {} to make a new development chain",
+        SECRETS_FILE,
+        dir.display()
+    );
+    Ok(DevChain {
+        ark: read_cert(ARK_FILE)?,
+        ask: read_cert(ASK_FILE)?,
+        vcek: read_cert(VCEK_FILE)?,
+        vcek_key,
+        vmpck0: secrets[..32].try_into().expect("checked length"),
+        chip_id: secrets[32..].try_into().expect("checked length"),
+    })
+}
+
+/// The development PSP's hand-over for an image whose SNP launch digest is
+/// `measurement` and whose SNP guest policy is `policy`: the bytes the
+/// IGVM builder puts at `abi::attestation::DEV_PSP_PARAMS_GPA`, native
+/// platform only.
+pub fn dev_psp_params(chain: &DevChain, measurement: [u8; 48], policy: u64) -> Result<Vec<u8>> {
+    let tcb = DEV_TCB.encode(DEV_GENERATION);
+    let mut params = DevPspParams::new_zeroed();
+    params.magic = DEV_PSP_PARAMS_MAGIC;
+    params.version = DEV_PSP_PARAMS_VERSION;
+    params.vmpck0 = chain.vmpck0;
+    params.vcek_private.copy_from_slice(&chain.vcek_key.to_bytes());
+    params.chip_id = chain.chip_id;
+    params.measurement = measurement;
+    params.policy = policy;
+    params.platform_info = abi::attestation::platform_info::SMT_EN;
+    params.current_tcb = tcb;
+    params.reported_tcb = tcb;
+    params.committed_tcb = tcb;
+    params.launch_tcb = tcb;
+    (params.cpuid_family, params.cpuid_model, params.cpuid_stepping) = DEV_CPUID;
+    params.current_version = DEV_FIRMWARE;
+    params.committed_version = DEV_FIRMWARE;
+    let table = chain.cert_table()?;
+    params.certs_len = table.len() as u32;
+    let mut bytes = params.as_bytes().to_vec();
+    bytes.extend_from_slice(&table);
+    ensure!(
+        bytes.len() <= DEV_PSP_PARAMS_MAX_SIZE,
+        "the development PSP hand-over ({} bytes) exceeds its {} bytes",
+        bytes.len(),
+        DEV_PSP_PARAMS_MAX_SIZE
+    );
+    Ok(bytes)
+}
+
+impl DevChain {
+    /// The extended-report certificate table (ARK, ASK, VCEK).
+    pub fn cert_table(&self) -> Result<Vec<u8>> {
+        let certs = [
+            (CERT_GUID_ARK, self.ark.as_slice()),
+            (CERT_GUID_ASK, self.ask.as_slice()),
+            (CERT_GUID_VCEK, self.vcek.as_slice()),
+        ];
+        let mut table = vec![0u8; cert_table_len(&certs)];
+        write_cert_table(&certs, &mut table).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        Ok(table)
+    }
+}
+
+/// RFC 5280 TBSCertificate, v3 (the fields this chain uses).
+#[derive(Sequence)]
+struct TbsCertificate {
+    #[asn1(context_specific = "0", tag_mode = "EXPLICIT")]
+    version: u8,
+    serial: Int,
+    signature: AlgorithmIdentifierOwned,
+    issuer: Name,
+    validity: Validity,
+    subject: Name,
+    spki: SubjectPublicKeyInfoOwned,
+    #[asn1(context_specific = "3", tag_mode = "EXPLICIT")]
+    extensions: Vec<Extension>,
+}
+
+/// RFC 5280 Certificate over an already-encoded TBSCertificate.
+#[derive(Sequence)]
+struct SignedCertificate {
+    tbs: der::asn1::Any,
+    algorithm: AlgorithmIdentifierOwned,
+    signature: BitString,
+}
+
+struct Tbs<'a> {
+    serial: &'a [u8],
+    issuer: Name,
+    subject: Name,
+    validity: Validity,
+    spki: SubjectPublicKeyInfoOwned,
+    extensions: Vec<Extension>,
+}
+
+fn sign_certificate(issuer_key: &rsa::PrivateKey, tbs: Tbs<'_>) -> Result<Vec<u8>> {
+    let signer = rsa::pss::SigningKey::<Sha384>::new(issuer_key.clone());
+    let algorithm = signer.signature_algorithm_identifier()?;
+    let tbs = TbsCertificate {
+        version: 2,
+        serial: Int::new(tbs.serial)?,
+        signature: algorithm.clone(),
+        issuer: tbs.issuer,
+        validity: tbs.validity,
+        subject: tbs.subject,
+        spki: tbs.spki,
+        extensions: tbs.extensions,
+    }
+    .to_der()?;
+    let signature =
+        signer.sign_with_rng(&mut rsa::rand_core::UnwrapErr(getrandom::SysRng), &tbs).to_vec();
+    let der = SignedCertificate {
+        tbs: der::asn1::Any::from_der(&tbs)?,
+        algorithm,
+        signature: BitString::from_bytes(&signature)?,
+    }
+    .to_der()?;
+    // What we wrote must be a certificate a standard parser accepts.
+    Certificate::from_der(&der).context("the generated certificate does not parse")?;
+    Ok(der)
+}
+
+fn amd_style_name(cn: &str) -> Result<Name> {
+    let name = format!(
+        "CN={cn},O=SVSM development chain (not AMD),ST=CA,L=Santa Clara,C=US,OU=Engineering"
+    );
+    name.parse().with_context(|| format!("building the name {name}"))
+}
+
+/// UTCTime before 2050, GeneralizedTime after, as RFC 5280 requires.
+fn validity(from: SystemTime, to: SystemTime) -> Result<Validity> {
+    Ok(Validity::new(Time::try_from(from)?, Time::try_from(to)?))
+}
+
+fn rsa_spki(key: &rsa::PrivateKey) -> Result<SubjectPublicKeyInfoOwned> {
+    let der = rsa::pkcs8::EncodePublicKey::to_public_key_der(&key.to_public_key())?;
+    Ok(SubjectPublicKeyInfoOwned::from_der(der.as_bytes())?)
+}
+
+/// A subject key identifier: SHA-1-sized prefix of SHA-384 of the key.
+fn key_id(spki: &SubjectPublicKeyInfoOwned) -> [u8; 20] {
+    let digest = Sha384::digest(spki.subject_public_key.raw_bytes());
+    digest[..20].try_into().expect("SHA-384 has 48 bytes")
+}
+
+fn ext(oid: &str, critical: bool, value: &[u8]) -> Result<Extension> {
+    Ok(Extension {
+        extn_id: ObjectIdentifier::new(oid).with_context(|| format!("OID {oid}"))?,
+        critical,
+        extn_value: OctetString::new(value.to_vec())?,
+    })
+}
+
+/// KeyUsage BIT STRING with the given bits set (5 keyCertSign, 6 cRLSign).
+fn key_usage(bits: &[u8]) -> Vec<u8> {
+    let mut byte = 0u8;
+    for &bit in bits {
+        byte |= 0x80 >> bit;
+    }
+    let unused = byte.trailing_zeros().min(7) as u8;
+    vec![0x03, 0x02, unused, byte]
+}
+
+fn basic_constraints(path_len: Option<u8>) -> Result<Vec<u8>> {
+    #[derive(Sequence)]
+    struct BasicConstraints {
+        ca: bool,
+        #[asn1(optional = "true")]
+        path_len: Option<u8>,
+    }
+    Ok(BasicConstraints { ca: true, path_len }.to_der()?)
+}
+
+fn authority_key_id(key_id: &[u8]) -> Result<Vec<u8>> {
+    #[derive(Sequence)]
+    struct AuthorityKeyIdentifier {
+        #[asn1(context_specific = "0", tag_mode = "IMPLICIT")]
+        key_id: OctetString,
+    }
+    Ok(AuthorityKeyIdentifier { key_id: OctetString::new(key_id.to_vec())? }.to_der()?)
+}
+
+/// AMD's VCEK extensions, in AMD's order.
+pub fn vcek_extensions(
+    product: &str,
+    tcb: TcbVersion,
+    chip_id: &[u8; 64],
+) -> Result<Vec<Extension>> {
+    let int = |value: u8| -> Result<Vec<u8>> { Ok(u32::from(value).to_der()?) };
+    let amd = |suffix: &str, value: &[u8]| ext(&format!("{AMD_VCEK_ARC}.{suffix}"), false, value);
+    Ok(vec![
+        amd("1", &int(0)?)?,
+        amd("2", &Ia5String::new(product)?.to_der()?)?,
+        amd("3.1", &int(tcb.bootloader)?)?,
+        amd("3.2", &int(tcb.tee)?)?,
+        amd("3.4", &int(0)?)?,
+        amd("3.5", &int(0)?)?,
+        amd("3.6", &int(0)?)?,
+        amd("3.7", &int(0)?)?,
+        amd("3.3", &int(tcb.snp)?)?,
+        amd("3.8", &int(tcb.microcode)?)?,
+        amd("4", chip_id)?,
+    ])
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,132 @@
+//! The development chain against AMD's KDS profile (compared with a real
+//! AMD Turin VCEK from the `sev` crate's fixtures) and its hand-over.
+
+use std::sync::OnceLock;
+
+use abi::attestation::find_certificate;
+use der::Encode;
+
+use super::*;
+use crate::attest_verify::test_fixtures;
+
+/// One development chain (RSA-4096, as shipped) shared by the tests.
+pub fn test_chain() -> &'static DevChain {
+    static CHAIN: OnceLock<DevChain> = OnceLock::new();
+    CHAIN.get_or_init(|| generate(ARK_ASK_BITS, "test").expect("generating a development chain"))
+}
+
+/// A second, unrelated chain (RSA-2048 to save time: only its signatures
+/// matter).
+pub fn other_chain() -> &'static DevChain {
+    static CHAIN: OnceLock<DevChain> = OnceLock::new();
+    CHAIN.get_or_init(|| generate(2048, "other").expect("generating a development chain"))
+}
+
+fn cert(der: &[u8]) -> Certificate {
+    Certificate::from_der(der).unwrap()
+}
+
+fn extension(cert: &Certificate, oid: &str) -> Vec<u8> {
+    let oid = ObjectIdentifier::new(oid).unwrap();
+    let ext = cert.tbs_certificate().extensions().unwrap().iter().find(|e| e.extn_id == oid);
+    ext.unwrap_or_else(|| panic!("no extension {oid}")).extn_value.as_bytes().to_vec()
+}
+
+#[test]
+fn ark_and_ask_follow_amds_profile() {
+    let chain = test_chain();
+    let (ark, ask) = (cert(&chain.ark), cert(&chain.ask));
+    assert_eq!(ark.tbs_certificate().issuer(), ark.tbs_certificate().subject());
+    assert_eq!(ask.tbs_certificate().issuer(), ark.tbs_certificate().subject());
+    assert_eq!(ark.tbs_certificate().serial_number().as_bytes(), &[1, 0, 0]);
+    let key = <rsa::PublicKey as rsa::pkcs8::DecodePublicKey>::from_public_key_der(
+        &ark.tbs_certificate().subject_public_key_info().to_der().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rsa::traits::PublicKeyParts::size(&key) * 8, 4096);
+    // keyCertSign + cRLSign, critical; CA, critical.
+    assert_eq!(extension(&ark, "2.5.29.15"), [0x03, 0x02, 0x01, 0x06]);
+    assert_eq!(extension(&ark, "2.5.29.19"), [0x30, 0x03, 0x01, 0x01, 0xFF]);
+    // ASK: CA with pathlen 0, keyCertSign only.
+    assert_eq!(extension(&ask, "2.5.29.19"), [0x30, 0x06, 0x01, 0x01, 0xFF, 0x02, 0x01, 0x00]);
+    assert_eq!(extension(&ask, "2.5.29.15"), [0x03, 0x02, 0x02, 0x04]);
+    let subject = ark.tbs_certificate().subject().to_string();
+    assert!(subject.contains("CN=ARK-Genoa-test") && subject.contains("not AMD"), "{subject}");
+}
+
+#[test]
+fn the_vcek_carries_amds_extensions_encoded_as_amds() {
+    let chain = test_chain();
+    let vcek = cert(&chain.vcek);
+    assert_eq!(vcek.tbs_certificate().serial_number().as_bytes(), &[0]);
+    let amd = |suffix: &str| extension(&vcek, &format!("1.3.6.1.4.1.3704.1.{suffix}"));
+    assert_eq!(amd("1"), [0x02, 0x01, 0x00]);
+    assert_eq!(amd("2"), b"\x16\x05Genoa");
+    assert_eq!(amd("3.1"), [0x02, 0x01, DEV_TCB.bootloader]);
+    assert_eq!(amd("3.3"), [0x02, 0x01, DEV_TCB.snp]);
+    assert_eq!(amd("3.8"), [0x02, 0x01, DEV_TCB.microcode]);
+    assert_eq!(amd("4"), chain.chip_id);
+    let oids: Vec<String> = vcek
+        .tbs_certificate()
+        .extensions()
+        .unwrap()
+        .iter()
+        .map(|e| e.extn_id.to_string())
+        .collect();
+    assert!(oids.iter().all(|oid| oid.starts_with("1.3.6.1.4.1.3704.1.")), "only AMD's: {oids:?}");
+    assert!(vcek.tbs_certificate().extensions().unwrap().iter().all(|e| !e.critical));
+}
+
+#[test]
+fn signature_algorithms_match_a_real_amd_vcek() {
+    let fixtures = test_fixtures::sev_crate_dir();
+    let amd_vcek = std::fs::read(fixtures.join("tests/certs_data/vcek_turin.der")).unwrap();
+    let amd = cert(&amd_vcek);
+    let chain = test_chain();
+    for der in [&chain.ark, &chain.ask, &chain.vcek] {
+        let ours = cert(der);
+        assert_eq!(
+            ours.signature_algorithm().to_der().unwrap(),
+            amd.signature_algorithm().to_der().unwrap()
+        );
+    }
+    // Integer SPLs above 0x7F need a leading zero byte, as AMD encodes them.
+    let high = TcbVersion { microcode: 0xD5, ..DEV_TCB };
+    let extensions = vcek_extensions("Genoa", high, &[0; 64]).unwrap();
+    assert_eq!(extensions[9].extn_value.as_bytes(), [0x02, 0x02, 0x00, 0xD5]);
+}
+
+#[test]
+fn the_chain_is_created_once_per_folder() {
+    let dir = std::env::temp_dir().join(format!("attest-certs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    store(test_chain(), &dir).unwrap();
+    let first = load_or_create(&dir).unwrap();
+    let second = load_or_create(&dir).unwrap();
+    assert_eq!(
+        (&first.ark, &first.vcek, first.vmpck0),
+        (&test_chain().ark, &test_chain().vcek, test_chain().vmpck0)
+    );
+    assert_eq!((&second.ask, second.chip_id), (&first.ask, first.chip_id));
+    assert_eq!(second.vcek_key.to_bytes(), test_chain().vcek_key.to_bytes());
+    std::fs::write(dir.join(SECRETS_FILE), b"short").unwrap();
+    let error = load_or_create(&dir).err().unwrap().to_string();
+    assert!(error.contains("delete"), "{error}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_hand_over_carries_keys_platform_facts_and_certificates() {
+    let chain = test_chain();
+    let bytes = dev_psp_params(chain, [0x77; 48], 0x30000).unwrap();
+    let (params, table) = DevPspParams::parse(&bytes).unwrap();
+    assert_eq!(params.vmpck0, chain.vmpck0);
+    assert_eq!(&params.vcek_private[..], &chain.vcek_key.to_bytes()[..]);
+    assert_eq!(params.measurement, [0x77; 48]);
+    assert_eq!(params.policy, 0x30000);
+    assert_eq!(params.chip_id, chain.chip_id);
+    assert_eq!(TcbVersion::decode(params.reported_tcb, DEV_GENERATION), DEV_TCB);
+    assert_eq!(find_certificate(table, CERT_GUID_VCEK), Ok(Some(chain.vcek.as_slice())));
+    assert_eq!(find_certificate(table, CERT_GUID_ARK), Ok(Some(chain.ark.as_slice())));
+}

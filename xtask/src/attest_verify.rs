@@ -1,0 +1,500 @@
+//! `cargo xtask verify REPORT [--certs DIR] [--measurement HEX] [--nonce HEX]
+//! [--manifest FILE]`: verifies an SNP attestation report away from the
+//! host, for the development PSP's reports and real AMD ones alike.
+//!
+//! Checks, each printed PASS/FAIL/SKIP with its reason, then a one-line
+//! verdict; the exit status is 0 only if none failed:
+//! 1. report format (size, version, signature algorithm, signing key);
+//! 2. trusted root: the ARK is AMD's (public-key fingerprints of the Milan,
+//!    Genoa and Turin ARKs, pinned below) or this build folder's
+//!    development ARK (then the verdict says "development");
+//! 3. certificate chain: ARK self-signed, ASK signed by ARK, VCEK signed by
+//!    ASK (RSASSA-PSS SHA-384), each within its validity period;
+//! 4. VCEK matches the report: its TCB extensions equal REPORTED_TCB and its
+//!    hwID equals CHIP_ID;
+//! 5. report signature (ECDSA P-384 over bytes 0..0x2A0, R/S little-endian);
+//! 6. MEASUREMENT equals the expected launch digest;
+//! 7. REPORT_DATA equals SHA-512(nonce ‖ manifest), the manifest well formed;
+//! 8. policy: debugging off, migration agent off, reserved bit 17 set, no
+//!    undefined bits;
+//! 9. VMPL 0 (the SVSM requested the report).
+//!
+//! The certificate directory holds `ark`, `ask` and `vcek`, each `.pem` or
+//! `.der` (snpguest's names).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use abi::attestation::{
+    AttestationReport, Generation, REPORT_SIZE, SIGNATURE_ALGO_ECDSA_P384_SHA384, TcbVersion,
+    key_info, manifest_entries, policy,
+};
+use anyhow::{Context, Result, bail};
+use der::Decode;
+use p384::ecdsa::signature::Verifier;
+use sha2::{Digest, Sha256, Sha384, Sha512};
+use spki::ObjectIdentifier;
+use x509_cert::Certificate;
+use zerocopy::FromBytes;
+
+/// SHA-256 of the SubjectPublicKeyInfo (DER) of AMD's ARKs, as published by
+/// AMD's KDS (`/vcek/v1/<product>/cert_chain`).
+const AMD_ARK_FINGERPRINTS: [(&str, &str); 3] = [
+    ("AMD ARK-Milan", "9f056bee44377e29308cb5ffa895bdfb62d18881fa6bed8d6f075b0204089cb9"),
+    ("AMD ARK-Genoa", "429a69c9422aa258ee4d8db5fcda9c6470ef15f8cd5a9cebd6cbc7d90b863831"),
+    ("AMD ARK-Turin", "4f125410563a2ab9a50356f9243f6fe0b6f73de98603f53f90339c70e9d7ad08"),
+];
+/// id-RSASSA-PSS.
+const RSASSA_PSS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.10");
+/// AMD's VCEK extension arc.
+const AMD_ARC: &str = "1.3.6.1.4.1.3704.1";
+
+/// What to verify.
+pub struct Inputs {
+    /// The raw report (1184 bytes).
+    pub report: Vec<u8>,
+    /// ARK, ASK, VCEK certificates (DER).
+    pub ark: Vec<u8>,
+    /// The ASK.
+    pub ask: Vec<u8>,
+    /// The VCEK.
+    pub vcek: Vec<u8>,
+    /// The development ARK of this build folder, trusted besides AMD's.
+    pub dev_ark: Option<Vec<u8>>,
+    /// The expected MEASUREMENT.
+    pub measurement: Option<[u8; 48]>,
+    /// The nonce the guest chose.
+    pub nonce: Option<Vec<u8>>,
+    /// The services manifest (or single-service data) the SVSM returned.
+    pub manifest: Option<Vec<u8>>,
+}
+
+/// The result of one check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The check passed (with what was seen).
+    Pass(String),
+    /// The check failed (with why).
+    Fail(String),
+    /// Not checked (nothing to check against).
+    Skip(String),
+}
+
+/// One named check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    /// Short name.
+    pub name: &'static str,
+    /// Result.
+    pub outcome: Outcome,
+}
+
+impl Check {
+    fn new(name: &'static str, result: Result<String, String>) -> Check {
+        Check { name, outcome: result.map_or_else(Outcome::Fail, Outcome::Pass) }
+    }
+}
+
+/// Runs every check.
+pub fn verify(inputs: &Inputs) -> Vec<Check> {
+    let report = match parse_report(&inputs.report) {
+        Ok(report) => report,
+        Err(reason) => return vec![Check::new("report format", Err(reason))],
+    };
+    let mut checks = vec![Check::new("report format", report_format(&report))];
+    let generation = report.generation().unwrap_or(Generation::Milan);
+    checks.push(Check::new("trusted root", trusted_root(&inputs.ark, inputs.dev_ark.as_deref())));
+    checks.push(Check::new("certificate chain", chain(&inputs.ark, &inputs.ask, &inputs.vcek)));
+    checks.push(Check::new("VCEK matches report", vcek_matches(&inputs.vcek, &report, generation)));
+    checks.push(Check::new("report signature", signature(&inputs.vcek, &report)));
+    checks.push(match inputs.measurement {
+        None => skip("measurement", "no --measurement given"),
+        Some(expected) => Check::new("measurement", measurement(&report, &expected)),
+    });
+    checks.push(match (&inputs.nonce, &inputs.manifest) {
+        (Some(nonce), Some(manifest)) => {
+            Check::new("report data", report_data(&report, nonce, manifest))
+        }
+        _ => skip("report data", "needs both --nonce and --manifest"),
+    });
+    checks.push(Check::new("policy", guest_policy(report.policy)));
+    checks.push(Check::new("VMPL", vmpl(report.vmpl)));
+    checks
+}
+
+fn skip(name: &'static str, why: &str) -> Check {
+    Check { name, outcome: Outcome::Skip(why.to_string()) }
+}
+
+fn parse_report(bytes: &[u8]) -> Result<AttestationReport, String> {
+    AttestationReport::read_from_bytes(bytes)
+        .map_err(|_| format!("{} bytes, a report has {REPORT_SIZE}", bytes.len()))
+}
+
+fn report_format(report: &AttestationReport) -> Result<String, String> {
+    if !(2..=5).contains(&report.version) {
+        return Err(format!("unknown report version {}", report.version));
+    }
+    if report.signature_algo != SIGNATURE_ALGO_ECDSA_P384_SHA384 {
+        return Err(format!("signature algorithm {} is not ECDSA P-384", report.signature_algo));
+    }
+    if report.signing_key() != key_info::SIGNING_KEY_VCEK {
+        return Err(format!("signed by key {} (not the VCEK)", report.signing_key()));
+    }
+    let generation = report.generation().ok_or_else(|| {
+        format!("unknown CPU family {:#x} model {:#x}", report.cpuid_family, report.cpuid_model)
+    })?;
+    Ok(format!("version {}, {}, signed by the VCEK", report.version, generation.name()))
+}
+
+fn trusted_root(ark: &[u8], dev_ark: Option<&[u8]>) -> Result<String, String> {
+    let spki = spki_der(ark)?;
+    let fingerprint = hex(&Sha256::digest(&spki));
+    if let Some((name, _)) = AMD_ARK_FINGERPRINTS.iter().find(|(_, f)| *f == fingerprint) {
+        return Ok((*name).to_string());
+    }
+    if let Some(dev) = dev_ark
+        && spki_der(dev)? == spki
+    {
+        return Ok(
+            "this build folder's DEVELOPMENT ARK (not AMD: proves nothing on real hardware)"
+                .to_string(),
+        );
+    }
+    Err(format!("the ARK (key SHA-256 {fingerprint}) is neither AMD's nor this build folder's"))
+}
+
+fn chain(ark: &[u8], ask: &[u8], vcek: &[u8]) -> Result<String, String> {
+    let ark_spki = spki_der(ark)?;
+    signed_by("ARK", ark, &ark_spki)?;
+    signed_by("ASK", ask, &ark_spki)?;
+    signed_by("VCEK", vcek, &spki_der(ask)?)?;
+    for (name, cert) in [("ARK", ark), ("ASK", ask), ("VCEK", vcek)] {
+        within_validity(name, cert)?;
+    }
+    Ok("ARK -> ASK -> VCEK, RSASSA-PSS SHA-384, all valid now".to_string())
+}
+
+fn parse_cert(der: &[u8]) -> Result<Certificate, String> {
+    Certificate::from_der(der).map_err(|e| format!("not an X.509 certificate: {e}"))
+}
+
+fn spki_der(cert: &[u8]) -> Result<Vec<u8>, String> {
+    let cert = parse_cert(cert)?;
+    der::Encode::to_der(cert.tbs_certificate().subject_public_key_info()).map_err(|e| e.to_string())
+}
+
+/// Checks that `cert` carries a valid RSASSA-PSS/SHA-384 signature by the
+/// RSA key `issuer_spki`.
+fn signed_by(name: &str, cert: &[u8], issuer_spki: &[u8]) -> Result<(), String> {
+    let parsed = parse_cert(cert)?;
+    if parsed.signature_algorithm().oid != RSASSA_PSS {
+        return Err(format!("the {name} is not signed with RSASSA-PSS"));
+    }
+    let key = <rsa::PublicKey as rsa::pkcs8::DecodePublicKey>::from_public_key_der(issuer_spki)
+        .map_err(|e| format!("the {name}'s issuer key is not RSA: {e}"))?;
+    let tbs = tbs_bytes(cert).ok_or_else(|| format!("the {name} has a malformed encoding"))?;
+    let signature = rsa::pss::Signature::try_from(parsed.signature().raw_bytes())
+        .map_err(|e| format!("the {name}'s signature is malformed: {e}"))?;
+    rsa::pss::VerifyingKey::<Sha384>::new(key)
+        .verify(tbs, &signature)
+        .map_err(|_| format!("the {name}'s signature does not verify with its issuer's key"))
+}
+
+/// The TBSCertificate bytes exactly as encoded: the first element of the
+/// outer SEQUENCE.
+fn tbs_bytes(cert: &[u8]) -> Option<&[u8]> {
+    let (_, inner) = der_tlv(cert)?;
+    let (tbs, _) = der_tlv(inner)?;
+    Some(tbs)
+}
+
+/// Splits a DER TLV off `bytes`: returns (the whole TLV, its contents).
+fn der_tlv(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let first = *bytes.get(1)?;
+    let (len, header) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let count = usize::from(first & 0x7F);
+        if count == 0 || count > 4 {
+            return None;
+        }
+        let len =
+            bytes.get(2..2 + count)?.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        (len, 2 + count)
+    };
+    let end = header.checked_add(len)?;
+    Some((bytes.get(..end)?, bytes.get(header..end)?))
+}
+
+fn within_validity(name: &str, cert: &[u8]) -> Result<(), String> {
+    let cert = parse_cert(cert)?;
+    let validity = cert.tbs_certificate().validity();
+    let now = SystemTime::now();
+    if now < validity.not_before.to_system_time() || now > validity.not_after.to_system_time() {
+        return Err(format!(
+            "the {name} is outside its validity ({} to {})",
+            validity.not_before, validity.not_after
+        ));
+    }
+    Ok(())
+}
+
+/// An AMD VCEK extension's value, if present.
+fn amd_extension(cert: &Certificate, suffix: &str) -> Option<Vec<u8>> {
+    let oid = ObjectIdentifier::new(&format!("{AMD_ARC}.{suffix}")).ok()?;
+    let extensions = cert.tbs_certificate().extensions()?;
+    extensions.iter().find(|e| e.extn_id == oid).map(|e| e.extn_value.as_bytes().to_vec())
+}
+
+fn vcek_matches(
+    vcek: &[u8],
+    report: &AttestationReport,
+    generation: Generation,
+) -> Result<String, String> {
+    let cert = parse_cert(vcek)?;
+    let tcb = TcbVersion::decode(report.reported_tcb, generation);
+    let mut spls = vec![("3.1", "bootloader", tcb.bootloader), ("3.2", "TEE", tcb.tee)];
+    spls.extend([("3.3", "SNP", tcb.snp), ("3.8", "microcode", tcb.microcode)]);
+    if generation == Generation::Turin {
+        spls.push(("3.9", "FMC", tcb.fmc));
+    }
+    for (suffix, what, reported) in spls {
+        let value = amd_extension(&cert, suffix)
+            .ok_or_else(|| format!("the VCEK has no {what} SPL extension ({AMD_ARC}.{suffix})"))?;
+        let certified = u32::from_der(&value).map_err(|e| format!("the VCEK's {what} SPL: {e}"))?;
+        if certified != u32::from(reported) {
+            return Err(format!(
+                "REPORTED_TCB {what} {reported} but the VCEK certifies {certified}"
+            ));
+        }
+    }
+    if report.key_info & key_info::MASK_CHIP_KEY == 0 {
+        let value = amd_extension(&cert, "4").ok_or("the VCEK has no hwID extension")?;
+        // KDS stores the raw ID; accept it wrapped in an OCTET STRING too.
+        let id = der::asn1::OctetString::from_der(&value)
+            .map(|o| o.as_bytes().to_vec())
+            .unwrap_or(value);
+        let len = generation.chip_id_len();
+        if id.len() != len || id[..] != report.chip_id[..len] {
+            return Err("CHIP_ID differs from the VCEK's hwID (a VCEK of another chip)".to_string());
+        }
+    }
+    Ok(format!(
+        "TCB bl {} tee {} snp {} ucode {}, chip ID {}...",
+        tcb.bootloader,
+        tcb.tee,
+        tcb.snp,
+        tcb.microcode,
+        hex(&report.chip_id[..8])
+    ))
+}
+
+fn signature(vcek: &[u8], report: &AttestationReport) -> Result<String, String> {
+    let cert = parse_cert(vcek)?;
+    let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(
+        cert.tbs_certificate().subject_public_key_info().subject_public_key.raw_bytes(),
+    )
+    .map_err(|_| "the VCEK's key is not a P-384 public key".to_string())?;
+    let (r, s) = report.signature.to_big_endian().ok_or("the signature has non-zero padding")?;
+    let signature = p384::ecdsa::Signature::from_scalars(r, s)
+        .map_err(|_| "the signature's R or S is out of range".to_string())?;
+    key.verify(report.signed_bytes(), &signature)
+        .map_err(|_| "the report's signature does not verify with the VCEK's key".to_string())?;
+    Ok("ECDSA P-384/SHA-384 by the VCEK".to_string())
+}
+
+fn measurement(report: &AttestationReport, expected: &[u8; 48]) -> Result<String, String> {
+    if &report.measurement != expected {
+        return Err(format!(
+            "MEASUREMENT {} is not the expected {}",
+            hex(&report.measurement),
+            hex(expected)
+        ));
+    }
+    Ok(hex(&report.measurement))
+}
+
+fn report_data(
+    report: &AttestationReport,
+    nonce: &[u8],
+    manifest: &[u8],
+) -> Result<String, String> {
+    let expected: [u8; 64] =
+        Sha512::new().chain_update(nonce).chain_update(manifest).finalize().into();
+    if report.report_data != expected {
+        return Err("REPORT_DATA is not SHA-512(nonce || manifest): the nonce or the manifest differs from what the SVSM attested".to_string());
+    }
+    let services = match manifest_entries(manifest) {
+        Ok(entries) => entries
+            .map(|(guid, data)| format!("{guid} ({} bytes)", data.len()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Err(_) => format!("single-service data, {} bytes", manifest.len()),
+    };
+    Ok(format!("SHA-512(nonce || manifest); services: {services}"))
+}
+
+fn guest_policy(value: u64) -> Result<String, String> {
+    let mut problems = Vec::new();
+    if value & policy::DEBUG != 0 {
+        problems.push("debugging allowed (the host can read guest memory)");
+    }
+    if value & policy::MIGRATE_MA != 0 {
+        problems.push("a migration agent is allowed");
+    }
+    if value & policy::RESERVED_ONE == 0 {
+        problems.push("reserved bit 17 is clear");
+    }
+    if value & policy::UNDEFINED_MASK != 0 {
+        problems.push("undefined bits are set");
+    }
+    if !problems.is_empty() {
+        return Err(format!("{value:#x}: {}", problems.join("; ")));
+    }
+    let smt = if value & policy::SMT != 0 { "SMT allowed" } else { "no SMT" };
+    Ok(format!("{value:#x}: debug off, no migration agent, {smt}"))
+}
+
+fn vmpl(value: u32) -> Result<String, String> {
+    if value != 0 {
+        return Err(format!("VMPL {value}: not a report the SVSM (VMPL0) requested"));
+    }
+    Ok("0 (requested by the SVSM)".to_string())
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses hex (whitespace ignored).
+pub fn unhex(text: &str) -> Result<Vec<u8>> {
+    let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    if !digits.len().is_multiple_of(2) {
+        bail!("odd number of hex digits");
+    }
+    digits
+        .chunks(2)
+        .map(|pair| {
+            let pair = std::str::from_utf8(pair).context("not hex")?;
+            u8::from_str_radix(pair, 16).with_context(|| format!("{pair:?} is not hex"))
+        })
+        .collect()
+}
+
+/// Reads `dir/<name>.pem` or `dir/<name>.der`.
+pub fn read_cert(dir: &Path, name: &str) -> Result<Vec<u8>> {
+    let pem = dir.join(format!("{name}.pem"));
+    let der = dir.join(format!("{name}.der"));
+    if pem.exists() {
+        let text = fs::read(&pem).with_context(|| format!("reading {}", pem.display()))?;
+        let (_, bytes) = der::pem::decode_vec(&text)
+            .with_context(|| format!("{} is not a PEM certificate", pem.display()))?;
+        Ok(bytes)
+    } else if der.exists() {
+        fs::read(&der).with_context(|| format!("reading {}", der.display()))
+    } else {
+        bail!(
+            "no {name}.pem or {name}.der in {}: give --certs the directory with ark, ask and vcek",
+            dir.display()
+        )
+    }
+}
+
+/// `cargo xtask verify`.
+#[derive(clap::Args)]
+pub struct Cli {
+    /// The report file (the raw 1184-byte ATTESTATION_REPORT).
+    pub report: PathBuf,
+    /// Directory with ark, ask and vcek (.pem or .der); default: this build
+    /// folder's development chain.
+    #[arg(long)]
+    pub certs: Option<PathBuf>,
+    /// The expected MEASUREMENT (launch digest), hex.
+    #[arg(long)]
+    pub measurement: Option<String>,
+    /// The nonce the guest gave the SVSM, hex.
+    #[arg(long)]
+    pub nonce: Option<String>,
+    /// The services manifest the SVSM returned (a file).
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+}
+
+/// Runs `cargo xtask verify`; exits with status 1 if any check failed.
+pub fn main(cli: &Cli, build_dir: &Path) -> Result<()> {
+    if run(cli, build_dir)? { Ok(()) } else { std::process::exit(1) }
+}
+
+/// Runs the verifier, prints every check and the verdict; returns whether
+/// everything passed.
+pub fn run(args: &Cli, build_dir: &Path) -> Result<bool> {
+    let dev_dir = crate::attest_certs::chain_dir(build_dir);
+    let certs = args.certs.clone().unwrap_or_else(|| dev_dir.clone());
+    let measurement = match &args.measurement {
+        None => None,
+        Some(text) => {
+            Some(<[u8; 48]>::try_from(unhex(text).context("--measurement")?).map_err(|v| {
+                anyhow::anyhow!("--measurement has {} bytes, a launch digest 48", v.len())
+            })?)
+        }
+    };
+    let inputs = Inputs {
+        report: fs::read(&args.report)
+            .with_context(|| format!("reading {}", args.report.display()))?,
+        ark: read_cert(&certs, "ark")?,
+        ask: read_cert(&certs, "ask")?,
+        vcek: read_cert(&certs, "vcek")?,
+        dev_ark: read_cert(&dev_dir, "ark").ok(),
+        measurement,
+        nonce: args.nonce.as_deref().map(unhex).transpose().context("--nonce")?,
+        manifest: args
+            .manifest
+            .as_ref()
+            .map(|path| fs::read(path).with_context(|| format!("reading {}", path.display())))
+            .transpose()?,
+    };
+    let checks = verify(&inputs);
+    Ok(print(&checks))
+}
+
+/// Prints the checks and the verdict; returns whether none failed.
+pub fn print(checks: &[Check]) -> bool {
+    for check in checks {
+        let (tag, text) = match &check.outcome {
+            Outcome::Pass(text) => ("PASS", text),
+            Outcome::Fail(text) => ("FAIL", text),
+            Outcome::Skip(text) => ("SKIP", text),
+        };
+        println!("{tag}  {:<20} {text}", check.name);
+    }
+    let failed: Vec<&str> =
+        checks.iter().filter(|c| matches!(c.outcome, Outcome::Fail(_))).map(|c| c.name).collect();
+    let skipped: Vec<&str> =
+        checks.iter().filter(|c| matches!(c.outcome, Outcome::Skip(_))).map(|c| c.name).collect();
+    let development = checks.iter().any(|c| {
+        c.name == "trusted root"
+            && matches!(&c.outcome, Outcome::Pass(t) if t.contains("DEVELOPMENT"))
+    });
+    if failed.is_empty() {
+        let mut verdict = String::from("VERIFIED");
+        if development {
+            verdict.push_str(" (development chain, not AMD)");
+        }
+        if !skipped.is_empty() {
+            verdict.push_str(&format!("; not checked: {}", skipped.join(", ")));
+        }
+        println!("{verdict}");
+        true
+    } else {
+        println!("NOT VERIFIED: {} failed", failed.join(", "));
+        false
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_fixtures;
+#[cfg(test)]
+mod tests;
