@@ -281,9 +281,6 @@ impl Tpm {
         if !self.powered {
             return Err(TPM_RC_FAILURE);
         }
-        if self.failure && cc != TPM_CC_GET_TEST_RESULT && cc != TPM_CC_GET_CAPABILITY {
-            return Err(TPM_RC_FAILURE);
-        }
         if !self.started && cc != TPM_CC_STARTUP {
             return Err(TPM_RC_INITIALIZE);
         }

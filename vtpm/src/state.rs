@@ -137,7 +137,6 @@ pub struct Tpm {
     pub(crate) drbg_uses: u32,
     pub(crate) powered: bool,
     pub(crate) started: bool,
-    pub(crate) failure: bool,
     pub(crate) hier: Hierarchies,
     pub(crate) da: DaState,
     pub(crate) clock: ClockState,
@@ -231,7 +230,6 @@ impl Tpm {
             drbg_uses: 0,
             powered: false,
             started: false,
-            failure: false,
             hier,
             da: DaState {
                 failed_tries: 0,
@@ -313,7 +311,6 @@ impl Tpm {
         self.clock.last_source = self.time_source.now_ms();
         self.clock.time = 0;
         self.started = false;
-        self.failure = false;
         self.objects.clear();
         self.hcrtm = None;
         self.hcrtm_done = false;
