@@ -4,6 +4,7 @@
 mod cpu;
 mod memory;
 mod platform;
+mod vtpm;
 
 use kernel::testing::KernelTest;
 

@@ -81,20 +81,32 @@ pub fn heap_usage() -> (usize, usize) {
     (heap.used(), heap.size())
 }
 
-/// The `alloc` global allocator: the kernel heap.
+/// The `alloc` global allocator: the kernel heap, except for the vTPM
+/// engine's allocations, which go to its own arena while it runs
+/// ([`crate::vtpm::arena`]).
 pub struct KernelAllocator;
 
-// SAFETY: allocation and deallocation go to one heap under a lock; the heap
-// returns blocks that satisfy the layout or null.
+// SAFETY: allocation and deallocation go to one heap under a lock (or to the
+// vTPM arena, which returns its own blocks by address); both return blocks
+// that satisfy the layout or null.
 unsafe impl GlobalAlloc for KernelAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let arena = &crate::vtpm::arena::VTPM_ARENA;
+        if let Some(block) = arena.allocate(crate::vtpm::arena::cpu_token, layout) {
+            return block.as_ptr();
+        }
         HEAP.lock().allocate(layout).map_or(core::ptr::null_mut(), |block| block.as_ptr())
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if let Some(block) = core::ptr::NonNull::new(ptr) {
+            let arena = &crate::vtpm::arena::VTPM_ARENA;
             // SAFETY: GlobalAlloc's contract: `ptr` came from `alloc` with
-            // this layout.
+            // this layout and is not used again.
+            if unsafe { arena.release(crate::vtpm::arena::cpu_token, block, layout) } {
+                return;
+            }
+            // SAFETY: as above; not an arena block, so a kernel-heap one.
             unsafe { HEAP.lock().deallocate(block, layout) };
         }
     }

@@ -7,6 +7,7 @@
 
 pub mod attest;
 pub mod core;
+pub mod vtpm;
 
 use alloc::vec::Vec;
 

@@ -1,0 +1,474 @@
+//! MMIO emulation over a fake vCPU, fake guest RAM with real 4-level page
+//! tables, and the checked guest-memory accessor.
+
+use abi::boot::MemoryRange;
+
+use super::*;
+use crate::crb::device::{CRB_BASE, CRB_SIZE, CTRL_START, CrbDevice, DATA_BUFFER, LOC_CTRL};
+use crate::guest_mem::{CheckedGuestMemory, GuestLayout, OwnedPages, RawGuestMemory};
+use crate::host_doubles::FakeGuestRam;
+use crate::vtpm::tests::{service, startup};
+
+const RAM_SIZE: u64 = 0x100_0000;
+const SVSM: MemoryRange = MemoryRange { base: 0x80_0000, size: 0x10_0000 };
+const PML4: u64 = 0x1_0000;
+const PDPT: u64 = 0x1_1000;
+const PD: u64 = 0x1_2000;
+const PT: u64 = 0x1_3000;
+const PT_DEVICE: u64 = 0x1_4000;
+const PD_HIGH: u64 = 0x1_5000;
+/// Linear addresses and where they map.
+const CODE: u64 = 0x40_0000; // -> 0x20_0000
+const DATA: u64 = 0x40_1000; // -> 0x20_1000
+const SVSM_ALIAS: u64 = 0x40_2000; // -> SVSM memory
+const READ_ONLY: u64 = 0x40_3000; // -> 0x20_3000, not writable
+const SUPERVISOR: u64 = 0x40_4000; // -> CRB, no user bit
+const UNMAPPED: u64 = 0x40_5000;
+const DEVICE: u64 = 0x60_0000; // -> CRB_BASE
+const LARGE: u64 = 0x8000_0000; // 2 MiB page -> 0xFEC0_0000
+
+const RW_USER: u64 = 0x7;
+const RW: u64 = 0x3;
+
+struct Guest {
+    ram: FakeGuestRam,
+    layout: GuestLayout,
+    owned: OwnedPages,
+}
+
+impl Guest {
+    fn new() -> Guest {
+        let guest = Guest {
+            ram: FakeGuestRam::new(0, RAM_SIZE),
+            layout: GuestLayout::new(&[MemoryRange { base: 0, size: RAM_SIZE }], &[SVSM]),
+            owned: OwnedPages::new(),
+        };
+        let entry = |table: u64, index: u64, value: u64| {
+            guest.ram.write(table + index * 8, &value.to_le_bytes()).unwrap();
+        };
+        entry(PML4, 0, PDPT | RW_USER);
+        entry(PDPT, 0, PD | RW_USER);
+        entry(PDPT, 2, PD_HIGH | RW_USER); // 2 GiB..3 GiB
+        entry(PD, 2, PT | RW_USER); // 0x40_0000..0x60_0000
+        entry(PD, 3, PT_DEVICE | RW_USER); // 0x60_0000..0x80_0000
+        entry(PD_HIGH, 0, 0xFEC0_0000 | RW_USER | (1 << 7)); // 0x8000_0000, 2 MiB
+        entry(PT, 0, 0x20_0000 | RW_USER);
+        entry(PT, 1, 0x20_1000 | RW_USER);
+        entry(PT, 2, SVSM.base | RW_USER);
+        entry(PT, 3, 0x20_3000 | 0x5);
+        entry(PT, 4, CRB_BASE | RW);
+        entry(PT_DEVICE, 0, CRB_BASE | RW_USER);
+        guest
+    }
+
+    fn memory(&self) -> CheckedGuestMemory<'_> {
+        CheckedGuestMemory::new(&self.layout, &self.owned, &self.ram)
+    }
+
+    fn put_code(&self, bytes: &[u8]) {
+        self.ram.write(0x20_0000, bytes).unwrap();
+    }
+}
+
+#[derive(Clone)]
+struct FakeCpu {
+    registers: [u64; 16],
+    rip: u64,
+    rflags: u64,
+    mode: CpuMode,
+    cpl: u8,
+    paging: PagingRegisters,
+    fs_base: u64,
+}
+
+impl FakeCpu {
+    fn long_mode() -> FakeCpu {
+        FakeCpu {
+            registers: [0; 16],
+            rip: CODE,
+            rflags: 0x2,
+            mode: CpuMode::Long64,
+            cpl: 0,
+            paging: PagingRegisters {
+                cr0: CR0_PG | CR0_WP | 1,
+                cr3: PML4,
+                cr4: CR4_PAE,
+                efer: EFER_LMA | (1 << 8) | EFER_NXE,
+            },
+            fs_base: 0,
+        }
+    }
+}
+
+impl GuestCpu for FakeCpu {
+    fn register(&self, number: u8) -> u64 {
+        self.registers[usize::from(number)]
+    }
+    fn set_register(&mut self, number: u8, value: u64) {
+        self.registers[usize::from(number)] = value;
+    }
+    fn rip(&self) -> u64 {
+        self.rip
+    }
+    fn set_rip(&mut self, rip: u64) {
+        self.rip = rip;
+    }
+    fn rflags(&self) -> u64 {
+        self.rflags
+    }
+    fn mode(&self) -> CpuMode {
+        self.mode
+    }
+    fn cpl(&self) -> u8 {
+        self.cpl
+    }
+    fn paging(&self) -> PagingRegisters {
+        self.paging
+    }
+    fn segment_base(&self, segment: Segment) -> u64 {
+        if segment == Segment::Fs { self.fs_base } else { 0 }
+    }
+}
+
+/// Records accesses; reads return `0x8877_6655_4433_2211` shifted by the offset.
+#[derive(Default)]
+struct Recorder {
+    reads: Vec<(u64, u8)>,
+    writes: Vec<(u64, u8, u64)>,
+}
+
+impl MmioDevice for Recorder {
+    fn read(&mut self, offset: u64, size: u8) -> u64 {
+        self.reads.push((offset, size));
+        let value = 0x8877_6655_4433_2211u64.wrapping_add(offset);
+        if size == 8 { value } else { value & ((1 << (8 * size)) - 1) }
+    }
+    fn write(&mut self, offset: u64, size: u8, value: u64) {
+        self.writes.push((offset, size, value));
+    }
+}
+
+fn run(
+    guest: &Guest,
+    cpu: &mut FakeCpu,
+    fault: u64,
+    device: &mut Recorder,
+) -> Result<Instruction, MmioError> {
+    let mut window = DeviceWindow { base: CRB_BASE, size: CRB_SIZE, device };
+    emulate(cpu, &guest.memory(), fault, &mut window)
+}
+
+#[test]
+fn load_zero_extends_32_bit_destinations_and_advances_rip() {
+    let guest = Guest::new();
+    guest.put_code(&[0x8B, 0x02]); // mov eax, [rdx]
+    let mut cpu = FakeCpu::long_mode();
+    cpu.registers[0] = u64::MAX;
+    cpu.registers[2] = DEVICE + 0x44;
+    let mut device = Recorder::default();
+    run(&guest, &mut cpu, CRB_BASE + 0x44, &mut device).unwrap();
+    assert_eq!(device.reads, [(0x44, 4)]);
+    assert_eq!(cpu.registers[0], 0x4433_2255, "0x44332211 + 0x44, upper half cleared");
+    assert_eq!(cpu.rip, CODE + 2);
+}
+
+#[test]
+fn rip_relative_store() {
+    let guest = Guest::new();
+    // mov [rip + disp32], ecx with the target DEVICE + 0x4C.
+    let disp = (DEVICE + 0x4C - (CODE + 6)) as u32;
+    let mut code = vec![0x89, 0x0D];
+    code.extend_from_slice(&disp.to_le_bytes());
+    guest.put_code(&code);
+    let mut cpu = FakeCpu::long_mode();
+    cpu.registers[1] = 0xFFFF_FFFF_0000_0001;
+    let mut device = Recorder::default();
+    run(&guest, &mut cpu, CRB_BASE + 0x4C, &mut device).unwrap();
+    assert_eq!(device.writes, [(0x4C, 4, 0xFFFF_FFFF_0000_0001)]);
+    assert_eq!(cpu.rip, CODE + 6);
+}
+
+#[test]
+fn byte_loads_merge_and_extensions_extend() {
+    let guest = Guest::new();
+    let mut device = Recorder::default();
+    // mov ah, [rbx]
+    guest.put_code(&[0x8A, 0x23]);
+    let mut cpu = FakeCpu::long_mode();
+    cpu.registers[0] = 0x1111_2222_3333_4444;
+    cpu.registers[3] = DEVICE + 0x80;
+    run(&guest, &mut cpu, CRB_BASE + 0x80, &mut device).unwrap();
+    assert_eq!(cpu.registers[0], 0x1111_2222_3333_9144, "0x11 + 0x80 into AH");
+    // movsx rax, byte [rbx]: 0x91 sign-extends.
+    guest.put_code(&[0x48, 0x0F, 0xBE, 0x03]);
+    let mut cpu = FakeCpu::long_mode();
+    cpu.registers[3] = DEVICE + 0x80;
+    run(&guest, &mut cpu, CRB_BASE + 0x80, &mut device).unwrap();
+    assert_eq!(cpu.registers[0], 0xFFFF_FFFF_FFFF_FF91);
+    // movzx cx, byte [rbx]: 16-bit destination keeps the upper bits.
+    guest.put_code(&[0x66, 0x0F, 0xB6, 0x0B]);
+    let mut cpu = FakeCpu::long_mode();
+    cpu.registers[1] = 0xAAAA_AAAA_AAAA_AAAA;
+    cpu.registers[3] = DEVICE + 0x80;
+    run(&guest, &mut cpu, CRB_BASE + 0x80, &mut device).unwrap();
+    assert_eq!(cpu.registers[1], 0xAAAA_AAAA_AAAA_0091);
+    assert_eq!(cpu.rip, CODE + 4);
+}
+
+#[test]
+fn immediate_stores_and_fs_override() {
+    let guest = Guest::new();
+    let mut device = Recorder::default();
+    // mov byte [rdi], 0x7f
+    guest.put_code(&[0xC6, 0x07, 0x7F]);
+    let mut cpu = FakeCpu::long_mode();
+    cpu.registers[7] = DEVICE + 0x48;
+    run(&guest, &mut cpu, CRB_BASE + 0x48, &mut device).unwrap();
+    // mov dword fs:[rbx], 1 (fs base = DEVICE)
+    guest.put_code(&[0x64, 0xC7, 0x03, 0x01, 0, 0, 0]);
+    let mut cpu = FakeCpu::long_mode();
+    cpu.fs_base = DEVICE;
+    cpu.registers[3] = 0x40;
+    run(&guest, &mut cpu, CRB_BASE + 0x40, &mut device).unwrap();
+    assert_eq!(device.writes, [(0x48, 1, 0x7F), (0x40, 4, 1)]);
+}
+
+#[test]
+fn rep_movsd_from_ram_into_the_device() {
+    let guest = Guest::new();
+    guest.put_code(&[0xF3, 0xA5]);
+    guest.ram.write(0x20_1000, &[1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0]).unwrap();
+    let mut cpu = FakeCpu::long_mode();
+    cpu.registers[1] = 3;
+    cpu.registers[6] = DATA;
+    cpu.registers[7] = DEVICE + 0x80;
+    let mut device = Recorder::default();
+    run(&guest, &mut cpu, CRB_BASE + 0x80, &mut device).unwrap();
+    assert_eq!(device.writes, [(0x80, 4, 1), (0x84, 4, 2), (0x88, 4, 3)]);
+    assert_eq!(
+        (cpu.registers[1], cpu.registers[6], cpu.registers[7]),
+        (0, DATA + 12, DEVICE + 0x8C)
+    );
+    assert_eq!(cpu.rip, CODE + 2);
+}
+
+#[test]
+fn movsb_backwards_from_the_device_into_ram() {
+    let guest = Guest::new();
+    guest.put_code(&[0xF3, 0xA4]);
+    let mut cpu = FakeCpu::long_mode();
+    cpu.rflags |= RFLAGS_DF;
+    cpu.registers[1] = 2;
+    cpu.registers[6] = DEVICE + 0x81;
+    cpu.registers[7] = DATA + 1;
+    let mut device = Recorder::default();
+    run(&guest, &mut cpu, CRB_BASE + 0x81, &mut device).unwrap();
+    assert_eq!(device.reads, [(0x81, 1), (0x80, 1)]);
+    let mut ram = [0u8; 2];
+    guest.ram.read(0x20_1000, &mut ram).unwrap();
+    assert_eq!(ram, [0x91, 0x92]);
+    assert_eq!((cpu.registers[6], cpu.registers[7]), (DEVICE + 0x7F, DATA - 1));
+}
+
+#[test]
+fn long_rep_movs_stops_after_its_budget_without_advancing_rip() {
+    let guest = Guest::new();
+    guest.put_code(&[0xF3, 0xA4]); // rep movsb: the whole device page into RAM, and more
+    let mut cpu = FakeCpu::long_mode();
+    cpu.registers[1] = MOVS_ELEMENTS_PER_EXIT + 10;
+    cpu.registers[6] = DEVICE;
+    cpu.registers[7] = DATA;
+    let mut device = Recorder::default();
+    run(&guest, &mut cpu, CRB_BASE, &mut device).unwrap();
+    assert_eq!(device.reads.len() as u64, MOVS_ELEMENTS_PER_EXIT);
+    assert_eq!(cpu.registers[1], 10, "the rest is left for the re-executed instruction");
+    assert_eq!(cpu.registers[6], DEVICE + MOVS_ELEMENTS_PER_EXIT);
+    assert_eq!(cpu.registers[7], DATA + MOVS_ELEMENTS_PER_EXIT);
+    assert_eq!(cpu.rip, CODE, "not complete: the guest re-executes it");
+}
+
+#[test]
+fn movs_with_32_bit_addresses_wraps_and_zero_extends() {
+    let guest = Guest::new();
+    guest.put_code(&[0x67, 0xA5]); // movsd with ESI/EDI
+    let mut cpu = FakeCpu::long_mode();
+    cpu.registers[6] = 0xFFFF_FFFF_0000_0000 | DATA;
+    cpu.registers[7] = 0xFFFF_FFFF_0000_0000 | (DEVICE + 0x80);
+    let mut device = Recorder::default();
+    run(&guest, &mut cpu, CRB_BASE + 0x80, &mut device).unwrap();
+    assert_eq!(device.writes, [(0x80, 4, 0)]);
+    assert_eq!((cpu.registers[6], cpu.registers[7]), (DATA + 4, DEVICE + 0x84));
+    assert_eq!(cpu.rip, CODE + 2);
+}
+
+#[test]
+fn operand_elsewhere_than_the_faulting_page_is_refused() {
+    let guest = Guest::new();
+    guest.put_code(&[0x8B, 0x02]);
+    let mut cpu = FakeCpu::long_mode();
+    cpu.registers[2] = DATA;
+    let mut device = Recorder::default();
+    let error = run(&guest, &mut cpu, CRB_BASE, &mut device);
+    assert_eq!(error, Err(MmioError::WrongAddress { gpa: 0x20_1000 }));
+    assert!(device.reads.is_empty());
+    assert_eq!(cpu.rip, CODE);
+    // An access that runs off the end of the device page.
+    guest.put_code(&[0x48, 0x8B, 0x02]);
+    cpu.registers[2] = DEVICE + 0xFFC;
+    assert_eq!(
+        run(&guest, &mut cpu, CRB_BASE + 0xFFC, &mut device),
+        Err(MmioError::WrongAddress { gpa: CRB_BASE + 0xFFC })
+    );
+}
+
+#[test]
+fn movs_cannot_reach_svsm_memory() {
+    let guest = Guest::new();
+    guest.put_code(&[0xA5]); // movsd from the device into SVSM memory
+    let mut cpu = FakeCpu::long_mode();
+    cpu.registers[6] = DEVICE + 0x80;
+    cpu.registers[7] = SVSM_ALIAS;
+    let mut device = Recorder::default();
+    assert_eq!(
+        run(&guest, &mut cpu, CRB_BASE + 0x80, &mut device),
+        Err(MmioError::GuestMemory { gpa: SVSM.base })
+    );
+    // Or out of it into the device.
+    cpu.registers[6] = SVSM_ALIAS;
+    cpu.registers[7] = DEVICE + 0x80;
+    assert_eq!(
+        run(&guest, &mut cpu, CRB_BASE + 0x80, &mut device),
+        Err(MmioError::GuestMemory { gpa: SVSM.base })
+    );
+    assert!(device.writes.is_empty());
+}
+
+#[test]
+fn page_tables_in_svsm_memory_are_refused() {
+    let guest = Guest::new();
+    guest.put_code(&[0x8B, 0x02]);
+    let mut cpu = FakeCpu::long_mode();
+    cpu.paging.cr3 = SVSM.base;
+    let mut device = Recorder::default();
+    assert_eq!(
+        run(&guest, &mut cpu, CRB_BASE, &mut device),
+        Err(MmioError::GuestMemory { gpa: SVSM.base })
+    );
+}
+
+#[test]
+fn page_permissions_are_checked() {
+    let guest = Guest::new();
+    let mut device = Recorder::default();
+    // movsb into a read-only page with CR0.WP.
+    guest.put_code(&[0xA4]);
+    let mut cpu = FakeCpu::long_mode();
+    cpu.registers[6] = DEVICE;
+    cpu.registers[7] = READ_ONLY;
+    let fault = MmioError::PageFault { linear: READ_ONLY, kind: AccessKind::Write };
+    assert_eq!(run(&guest, &mut cpu, CRB_BASE, &mut device), Err(fault));
+    // User mode touching a supervisor page.
+    guest.put_code(&[0x8B, 0x02]);
+    let mut cpu = FakeCpu::long_mode();
+    cpu.cpl = 3;
+    cpu.registers[2] = SUPERVISOR;
+    let fault = MmioError::PageFault { linear: SUPERVISOR, kind: AccessKind::Read };
+    assert_eq!(run(&guest, &mut cpu, CRB_BASE, &mut device), Err(fault));
+    // Through the user mapping it works.
+    cpu.registers[2] = DEVICE;
+    assert!(run(&guest, &mut cpu, CRB_BASE, &mut device).is_ok());
+    // Code that is not mapped.
+    let mut cpu = FakeCpu::long_mode();
+    cpu.rip = UNMAPPED;
+    let fault = MmioError::PageFault { linear: UNMAPPED, kind: AccessKind::Fetch };
+    assert_eq!(run(&guest, &mut cpu, CRB_BASE, &mut device), Err(fault));
+}
+
+#[test]
+fn large_pages_and_paging_off() {
+    let guest = Guest::new();
+    guest.put_code(&[0x8B, 0x02]);
+    let mut cpu = FakeCpu::long_mode();
+    cpu.registers[2] = LARGE + (CRB_BASE - 0xFEC0_0000) + 0x30;
+    let mut device = Recorder::default();
+    run(&guest, &mut cpu, CRB_BASE + 0x30, &mut device).unwrap();
+    // 32-bit code without paging: mov eax, [0xFED40034]; EIP wraps.
+    let mut cpu = FakeCpu::long_mode();
+    cpu.mode = CpuMode::Protected32;
+    cpu.paging = PagingRegisters { cr0: 1, ..PagingRegisters::default() };
+    cpu.rip = 0x20_0000;
+    guest.put_code(&[0x8B, 0x05, 0x34, 0x00, 0xD4, 0xFE]);
+    run(&guest, &mut cpu, CRB_BASE + 0x34, &mut device).unwrap();
+    assert_eq!(device.reads, [(0x30, 4), (0x34, 4)]);
+    assert_eq!(cpu.rip, 0x20_0006);
+    // 32-bit PAE paging is not walked.
+    cpu.paging = PagingRegisters { cr0: CR0_PG | 1, cr3: PML4, cr4: CR4_PAE, efer: 0 };
+    cpu.rip = CODE;
+    assert_eq!(
+        run(&guest, &mut cpu, CRB_BASE + 0x34, &mut device),
+        Err(MmioError::UnsupportedPaging)
+    );
+}
+
+#[test]
+fn instructions_may_cross_into_the_next_page() {
+    let guest = Guest::new();
+    // 8B 02 split over CODE's last byte and DATA's first.
+    guest.ram.write(0x20_0FFF, &[0x8B]).unwrap();
+    guest.ram.write(0x20_1000, &[0x02]).unwrap();
+    let mut cpu = FakeCpu::long_mode();
+    cpu.rip = CODE + 0xFFF;
+    cpu.registers[2] = DEVICE;
+    let mut device = Recorder::default();
+    run(&guest, &mut cpu, CRB_BASE, &mut device).unwrap();
+    assert_eq!(cpu.rip, CODE + 0x1001);
+}
+
+#[test]
+fn unknown_instructions_are_reported() {
+    let guest = Guest::new();
+    guest.put_code(&[0x01, 0x02]); // add [rdx], eax
+    let mut cpu = FakeCpu::long_mode();
+    let mut device = Recorder::default();
+    assert_eq!(
+        run(&guest, &mut cpu, CRB_BASE, &mut device),
+        Err(MmioError::Decode(DecodeError::Unsupported(0x01)))
+    );
+}
+
+/// Linux's tpm_crb send and receive, as instructions: rep movsd of the
+/// command into the buffer, a MOV to START, rep movsd of the response out.
+#[test]
+fn a_tpm_command_through_emulated_instructions() {
+    let guest = Guest::new();
+    let mut crb = CrbDevice::new(service());
+    let memory = guest.memory();
+    let mut emulate_at = |cpu: &mut FakeCpu, code: &[u8], fault: u64| {
+        guest.put_code(code);
+        cpu.rip = CODE;
+        let mut window = DeviceWindow { base: CRB_BASE, size: CRB_SIZE, device: &mut crb };
+        emulate(cpu, &memory, fault, &mut window).unwrap();
+    };
+    let mut cpu = FakeCpu::long_mode();
+    // mov dword [rdi], 1: request locality 0.
+    cpu.registers[7] = DEVICE + LOC_CTRL;
+    emulate_at(&mut cpu, &[0xC7, 0x07, 1, 0, 0, 0], CRB_BASE + LOC_CTRL);
+    // rep movsd: Startup(CLEAR), 12 bytes, from RAM.
+    guest.ram.write(0x20_1000, &startup()).unwrap();
+    cpu.registers[1] = 3;
+    cpu.registers[6] = DATA;
+    cpu.registers[7] = DEVICE + DATA_BUFFER;
+    emulate_at(&mut cpu, &[0xF3, 0xA5], CRB_BASE + DATA_BUFFER);
+    // mov dword [rdi], 1: START.
+    cpu.registers[7] = DEVICE + CTRL_START;
+    emulate_at(&mut cpu, &[0xC7, 0x07, 1, 0, 0, 0], CRB_BASE + CTRL_START);
+    // rep movsb: 10 response bytes back into RAM at DATA + 0x100.
+    cpu.registers[1] = 10;
+    cpu.registers[6] = DEVICE + DATA_BUFFER;
+    cpu.registers[7] = DATA + 0x100;
+    emulate_at(&mut cpu, &[0xF3, 0xA4], CRB_BASE + DATA_BUFFER);
+    let mut response = [0u8; 10];
+    guest.ram.read(0x20_1100, &mut response).unwrap();
+    assert_eq!(response, [0x80, 0x01, 0, 0, 0, 10, 0, 0, 0, 0]);
+    assert_eq!(crb.stats().commands, 1);
+}
