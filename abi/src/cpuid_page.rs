@@ -51,7 +51,9 @@ pub struct CpuidPage {
 const _: () = assert!(core::mem::size_of::<CpuidEntry>() == 48);
 const _: () = assert!(core::mem::size_of::<CpuidPage>() == 16 + 48 * MAX_ENTRIES);
 
-/// Leaves whose result depends on the subleaf (ECX).
+/// Leaves whose result depends on the subleaf (ECX): Linux's
+/// `cpuid_function_is_indexed` (0x4 ... 0x24, 0x8000_001D) plus AMD's
+/// indexed extended leaves 0x8000_0020 and 0x8000_0026.
 fn has_subleaves(leaf: u32) -> bool {
     matches!(
         leaf,
@@ -64,12 +66,22 @@ fn has_subleaves(leaf: u32) -> bool {
             | 0x14
             | 0x17
             | 0x18
+            | 0x1D
+            | 0x1E
             | 0x1F
             | 0x24
             | 0x8000_001D
             | 0x8000_0020
             | 0x8000_0026
     )
+}
+
+/// For leaf 0xD subleaves 0 and 1 the page may list one entry per XCR0/XSS
+/// combination; as Linux does (`snp_cpuid_get_validated_func`), only the
+/// entry for the legacy XSAVE area (XCR0 = 1 or 3, XSS = 0) is used, which
+/// is the state the SVSM runs in.
+fn is_legacy_xsave_entry(entry: &CpuidEntry) -> bool {
+    matches!(entry.xcr0_in, 1 | 3) && entry.xss_in == 0
 }
 
 impl CpuidPage {
@@ -79,8 +91,8 @@ impl CpuidPage {
     }
 
     /// The result for `leaf`/`subleaf` (EAX, EBX, ECX, EDX), if listed. For
-    /// leaf 0xD the entry for XCR0 = 1 (x87 only) and XSS = 0 is used,
-    /// which is the state the SVSM runs in.
+    /// leaf 0xD subleaves 0 and 1 only the legacy-XSAVE-area entry counts
+    /// (see [`is_legacy_xsave_entry`]).
     pub fn lookup(&self, leaf: u32, subleaf: u32) -> Option<[u32; 4]> {
         let subleaf = if has_subleaves(leaf) { subleaf } else { 0 };
         self.valid_entries()
@@ -88,7 +100,7 @@ impl CpuidPage {
             .find(|e| {
                 e.eax_in == leaf
                     && (!has_subleaves(leaf) || e.ecx_in == subleaf)
-                    && (leaf != 0xD || (e.xcr0_in <= 1 && e.xss_in == 0))
+                    && (leaf != 0xD || subleaf > 1 || is_legacy_xsave_entry(e))
             })
             .map(|e| [e.eax, e.ebx, e.ecx, e.edx])
     }
@@ -138,5 +150,30 @@ mod tests {
         assert_eq!(page.lookup(1, 0), None, "entries past count are not valid");
         page.count = u32::MAX;
         assert_eq!(page.lookup(1, 0), Some([0, 0, 0x11, 0]), "a hostile count is clamped");
+    }
+
+    #[test]
+    fn xsave_leaf_uses_the_legacy_area_entry_like_linux() {
+        let mut page = CpuidPage::new_zeroed();
+        let xsave = |ecx_in, xcr0_in, xss_in, ebx| CpuidEntry {
+            eax_in: 0xD,
+            ecx_in,
+            xcr0_in,
+            xss_in,
+            ebx,
+            ..Default::default()
+        };
+        page.entries[0] = xsave(0, 0xE7, 0, 0x988);
+        page.entries[1] = xsave(0, 3, 0, 0x240);
+        page.entries[2] = xsave(1, 1, 0x800, 0x250);
+        page.entries[3] = xsave(1, 1, 0, 0x240);
+        page.entries[4] = xsave(2, 0xE7, 0, 0x100);
+        page.entries[5] = CpuidEntry { eax_in: 0x1D, ecx_in: 1, ebx: 0x77, ..Default::default() };
+        page.count = 6;
+        assert_eq!(page.lookup(0xD, 0).map(|r| r[1]), Some(0x240), "XCR0 = 3 counts");
+        assert_eq!(page.lookup(0xD, 1).map(|r| r[1]), Some(0x240), "XSS must be 0");
+        assert_eq!(page.lookup(0xD, 2).map(|r| r[1]), Some(0x100), "other subleaves as listed");
+        assert_eq!(page.lookup(0x1D, 0), None, "0x1D is indexed (AMX tile info)");
+        assert_eq!(page.lookup(0x1D, 1).map(|r| r[1]), Some(0x77));
     }
 }

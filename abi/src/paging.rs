@@ -224,7 +224,7 @@ impl Mapper {
         size: PageSize,
         flags: PageFlags,
     ) -> Result<(), MapError> {
-        if va % size.bytes() != 0 || pa % size.bytes() != 0 || pa & !ADDRESS_MASK != 0 {
+        if !va.is_multiple_of(size.bytes()) || !pa.is_multiple_of(size.bytes()) || pa & !ADDRESS_MASK != 0 {
             return Err(MapError::Misaligned);
         }
         if !is_canonical(va) {
@@ -264,7 +264,7 @@ impl Mapper {
         va: u64,
         size: PageSize,
     ) -> Result<u64, MapError> {
-        if va % size.bytes() != 0 {
+        if !va.is_multiple_of(size.bytes()) {
             return Err(MapError::Misaligned);
         }
         let table = self.walk(mem, va, size.level())?;
@@ -291,6 +291,38 @@ impl Mapper {
         let page_pa = found.pa & !(found.size.bytes() - 1);
         mem.table(table)[index(page_va, found.size.level())] =
             self.leaf_entry(page_pa, found.size, flags);
+        Ok(())
+    }
+
+    /// Replaces the large page that maps `va` with a table of 512 pages of
+    /// the next smaller size covering the same physical range with the same
+    /// flags and C-bit, so that one part can then be remapped (e.g. a page
+    /// made shared with [`Mapper::protect`]). Nothing happens if a 4 KiB
+    /// page maps `va`. The new table is complete before the one entry that
+    /// links it replaces the large page, so the range stays mapped
+    /// throughout; the caller flushes the TLB. (The large-page PAT bit is
+    /// not carried over: this mapper never sets it.)
+    pub fn split(&self, mem: &mut impl TableMemory, va: u64) -> Result<(), MapError> {
+        let found = self.translate(mem, va).ok_or(MapError::NotMapped)?;
+        let smaller = match found.size {
+            PageSize::Size4K => return Ok(()),
+            PageSize::Size2M => PageSize::Size4K,
+            PageSize::Size1G => PageSize::Size2M,
+        };
+        let page_va = va & !(found.size.bytes() - 1);
+        let base = found.pa & !(found.size.bytes() - 1);
+        let parent = self.walk(mem, page_va, found.size.level())?;
+        let child_flags = found.flags.without(PageFlags::HUGE);
+        let table = mem.allocate_table().ok_or(MapError::OutOfMemory)?;
+        for (i, slot) in mem.table(table).iter_mut().enumerate() {
+            *slot = self.leaf_entry(base + i as u64 * smaller.bytes(), smaller, child_flags);
+        }
+        let mut link = PageFlags::PRESENT | PageFlags::WRITABLE;
+        if found.flags.contains(PageFlags::USER) {
+            link = link | PageFlags::USER;
+        }
+        mem.table(parent)[index(page_va, found.size.level())] =
+            table | link.bits() | self.encrypt_mask;
         Ok(())
     }
 
@@ -535,6 +567,62 @@ mod tests {
         assert!(!t.flags.contains(PageFlags::WRITABLE));
         assert!(t.flags.contains(PageFlags::NO_EXECUTE));
         assert_eq!(mapper.protect(&mut mem, 0x6000, PageFlags::rodata()), Err(MapError::NotMapped));
+    }
+
+    #[test]
+    fn split_keeps_the_range_then_one_page_can_be_made_shared() {
+        let mut mem = FakeMemory::new(16);
+        let mapper = Mapper::create(&mut mem, C_BIT).unwrap();
+        let va = 0xFFFF_8000_0820_0000;
+        let flags = PageFlags::data() | PageFlags::GLOBAL;
+        mapper.map(&mut mem, va, 0x0820_0000, PageSize::Size2M, flags).unwrap();
+        mapper.split(&mut mem, va + 0x5123).unwrap();
+        for offset in [0, 0x5000, 0x1F_F000] {
+            let t = mapper.translate(&mut mem, va + offset).unwrap();
+            assert_eq!((t.pa, t.size), (0x0820_0000 + offset, PageSize::Size4K));
+            assert_eq!(t.flags.without(PageFlags::ACCESSED | PageFlags::DIRTY), flags);
+        }
+        // The C-bit is on every new leaf and on the link to the new table.
+        let raw_leaves: Vec<u64> = mem
+            .tables
+            .values()
+            .flat_map(|t| t.iter().copied())
+            .filter(|e| e & !0xFFF & !C_BIT & !(1 << 63) >= 0x0820_0000)
+            .filter(|e| e & !0xFFF & !C_BIT & !(1 << 63) < 0x0840_0000)
+            .collect();
+        assert_eq!(raw_leaves.len(), 512);
+        assert!(raw_leaves.iter().all(|e| e & C_BIT != 0 && e & PageFlags::HUGE.bits() == 0));
+        mapper.protect(&mut mem, va + 0x5000, flags | PageFlags::SHARED).unwrap();
+        assert!(mapper.translate(&mut mem, va + 0x5000).unwrap().flags.contains(PageFlags::SHARED));
+        assert!(
+            !mapper.translate(&mut mem, va + 0x4000).unwrap().flags.contains(PageFlags::SHARED)
+        );
+        assert!(
+            !mapper.translate(&mut mem, va + 0x6000).unwrap().flags.contains(PageFlags::SHARED)
+        );
+    }
+
+    #[test]
+    fn split_of_1g_small_unmapped_and_out_of_memory() {
+        let mut mem = FakeMemory::new(4);
+        let mapper = Mapper::create(&mut mem, 0).unwrap();
+        mapper
+            .map(&mut mem, 0x4000_0000, 0x4000_0000, PageSize::Size1G, PageFlags::data())
+            .unwrap();
+        mapper.split(&mut mem, 0x5234_5678).unwrap();
+        let t = mapper.translate(&mut mem, 0x5234_5678).unwrap();
+        assert_eq!((t.pa, t.size), (0x5234_5678, PageSize::Size2M));
+        assert!(t.flags.contains(PageFlags::HUGE));
+        mapper.split(&mut mem, 0x5234_5678).unwrap();
+        assert_eq!(mapper.translate(&mut mem, 0x5234_5678).unwrap().size, PageSize::Size4K);
+        mapper.split(&mut mem, 0x5234_5678).unwrap();
+        assert_eq!(mapper.split(&mut mem, 0x1000), Err(MapError::NotMapped));
+        // No frame left for another table: the large page stays as it was.
+        mapper
+            .map(&mut mem, 0x8000_0000, 0x8000_0000, PageSize::Size1G, PageFlags::data())
+            .unwrap();
+        assert_eq!(mapper.split(&mut mem, 0x8000_0000), Err(MapError::OutOfMemory));
+        assert_eq!(mapper.translate(&mut mem, 0x8000_1000).unwrap().size, PageSize::Size1G);
     }
 
     #[test]
