@@ -14,12 +14,14 @@ extern crate alloc;
 pub mod attest;
 pub mod console;
 pub mod cpu;
+pub mod crb;
 pub mod guest_mem;
 pub mod mm;
 pub mod protocols;
 pub mod sev;
 pub mod svm;
 pub mod testing;
+pub mod vtpm;
 
 #[cfg(target_os = "none")]
 pub mod boot;
