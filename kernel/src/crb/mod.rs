@@ -11,8 +11,10 @@
 //! - [`decode`]: the x86 instruction decoder for MMIO accesses;
 //! - [`mmio`]: the emulation (instruction fetch through the guest's page
 //!   tables, operand address, register and RIP updates);
-//! - [`device`]: the CRB register model.
+//! - [`device`]: the CRB register model;
+//! - [`acpi`]: the TPM2 table and the SSDT that let Linux find the device.
 
+pub mod acpi;
 pub mod decode;
 pub mod device;
 pub mod mmio;
