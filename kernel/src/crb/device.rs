@@ -69,6 +69,7 @@ const CTRL_REQ_CMD_READY: u32 = 1 << 0;
 const CTRL_REQ_GO_IDLE: u32 = 1 << 1;
 const CTRL_STS_IDLE: u32 = 1 << 1;
 const START_INVOKE: u32 = 1 << 0;
+const TPM_CC_PCR_EXTEND: u32 = 0x0000_0182;
 const CANCEL_INVOKE: u32 = 1 << 0;
 
 /// TPM_CRB_INTF_ID_0 (low half): InterfaceType 1 (CRB active),
@@ -84,6 +85,8 @@ pub struct CrbStats {
     pub accesses: u64,
     /// Commands run.
     pub commands: u64,
+    /// TPM2_PCR_Extend commands among them (measurements).
+    pub pcr_extends: u64,
 }
 
 /// The CRB interface of one TPM.
@@ -204,6 +207,12 @@ impl<T: TpmBackend> CrbDevice<T> {
             u32::from_be_bytes([self.buffer[2], self.buffer[3], self.buffer[4], self.buffer[5]]);
         // The TPM checks the size field against what it is given.
         let length = (declared as usize).clamp(10, BUFFER_SIZE);
+        if self.buffer[6..10] == TPM_CC_PCR_EXTEND.to_be_bytes() {
+            if self.stats.pcr_extends == 0 {
+                log::info!("CRB: first PCR_Extend (the guest's first measurement)");
+            }
+            self.stats.pcr_extends += 1;
+        }
         let response = self.tpm.execute(0, &self.buffer[..length]);
         let response = if response.len() > BUFFER_SIZE {
             log::error!("CRB: a {} byte response does not fit the buffer", response.len());

@@ -36,6 +36,7 @@ const TPM_ST_NO_SESSIONS: u16 = 0x8001;
 const TPM_CC_STARTUP: u32 = 0x0000_0144;
 const TPM_CC_SHUTDOWN: u32 = 0x0000_0145;
 const TPM_CC_GET_TEST_RESULT: u32 = 0x0000_017C;
+const TPM_CC_PCR_READ: u32 = 0x0000_017E;
 const TPM_SU_CLEAR: u16 = 0x0000;
 /// TPM_RC_FAILURE: the TPM is in failure mode.
 pub const TPM_RC_FAILURE: u32 = 0x0101;
@@ -186,6 +187,37 @@ impl VtpmService {
         self.commands
     }
 
+    /// PCR `index` of the bank with hash algorithm `alg`, as TPM2_PCR_Read
+    /// reports it; `None` if the TPM refuses (not started, no such bank).
+    pub fn read_pcr(&mut self, alg: u16, index: u32) -> Option<Vec<u8>> {
+        if index >= 24 {
+            return None;
+        }
+        let mut select = [0u8; 3];
+        select[(index / 8) as usize] = 1 << (index % 8);
+        let mut command = Vec::with_capacity(20);
+        command.extend_from_slice(&TPM_ST_NO_SESSIONS.to_be_bytes());
+        command.extend_from_slice(&20u32.to_be_bytes());
+        command.extend_from_slice(&TPM_CC_PCR_READ.to_be_bytes());
+        command.extend_from_slice(&1u32.to_be_bytes());
+        command.extend_from_slice(&alg.to_be_bytes());
+        command.push(3);
+        command.extend_from_slice(&select);
+        let response = self.execute(0, &command);
+        if response_code(&response) != Some(0) {
+            return None;
+        }
+        // header 10, update counter 4, the selection (4 + 2 + 1 + 3 for one
+        // bank), then TPML_DIGEST: count and one TPM2B_DIGEST.
+        let digests = response.get(24..)?;
+        let count = u32::from_be_bytes(digests.get(..4)?.try_into().ok()?);
+        let size = usize::from(u16::from_be_bytes(digests.get(4..6)?.try_into().ok()?));
+        if count != 1 {
+            return None;
+        }
+        digests.get(6..6 + size).map(<[u8]>::to_vec)
+    }
+
     /// The engine's own estimate of its state size (0 in failure mode).
     pub fn state_estimate(&self) -> usize {
         match &self.state {
@@ -285,6 +317,15 @@ impl TpmBackend for VtpmService {
     }
 }
 
+/// Lower-case hex of a byte string, for logs.
+pub struct Hex<'a>(pub &'a [u8]);
+
+impl core::fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
 /// The SVSM's vTPM (`None` until [`install`]).
 static VTPM: Mutex<Option<VtpmService>> = Mutex::new(None);
 
@@ -311,12 +352,25 @@ pub fn with_service<R>(f: impl FnOnce(&mut VtpmService) -> R) -> Option<R> {
     VTPM.lock().as_mut().map(f)
 }
 
-/// Ends the vTPM: drops the TPM (its blocks are wiped as they are freed)
-/// and, in the kernel, zeroes its whole arena. Later commands get failure
-/// mode responses.
+/// The PCR banks [`shutdown`] reports: name and TPM_ALG_ID.
+pub const REPORTED_BANKS: [(&str, u16); 3] =
+    [("sha1", 0x0004), ("sha256", 0x000B), ("sha384", 0x000C)];
+
+/// Ends the vTPM: logs its PCRs as the TPM itself holds them (`vTPM PCR
+/// <bank> <index> <hex>`, for the boot checks), drops the TPM (its blocks are
+/// wiped as they are freed) and, in the kernel, zeroes its whole arena.
+/// Later commands get failure mode responses.
 pub fn shutdown() {
     let mut vtpm = VTPM.lock();
     if let Some(service) = vtpm.as_mut() {
+        log::info!("vTPM: {} commands executed", service.commands());
+        for (bank, alg) in REPORTED_BANKS {
+            for index in 0..24 {
+                if let Some(value) = service.read_pcr(alg, index) {
+                    log::info!("vTPM PCR {bank} {index} {}", Hex(&value));
+                }
+            }
+        }
         service.fail(Failure::ShutDown);
     }
     #[cfg(target_os = "none")]

@@ -176,3 +176,30 @@ fn the_global_vtpm_executes_and_shuts_down() {
     assert_eq!(ek_public(), None);
     assert_eq!(with_service(|s| s.failure()), Some(Some(Failure::ShutDown)));
 }
+
+#[test]
+fn pcrs_read_back_per_bank_as_extended() {
+    let mut vtpm = service();
+    assert_eq!(vtpm.read_pcr(0x000B, 0), None, "not started yet");
+    vtpm.execute(0, &startup());
+    assert_eq!(vtpm.read_pcr(0x000B, 7), Some(vec![0u8; 32]));
+    assert_eq!(vtpm.read_pcr(0x0004, 7), Some(vec![0u8; 20]));
+    assert_eq!(vtpm.read_pcr(0x000C, 23), Some(vec![0u8; 48]));
+    assert_eq!(vtpm.read_pcr(0x000B, 24), None);
+    assert_eq!(vtpm.read_pcr(0x0012, 0), None, "no SM3 bank");
+    // PCR_Event(7, "x") extends every bank with the data's digest.
+    let event =
+        command(0x8002, 0x13C, &[0, 0, 0, 7, 0, 0, 0, 9, 0x40, 0, 0, 9, 0, 0, 0, 0, 0, 0, 1, b'x']);
+    assert_eq!(response_code(&vtpm.execute(0, &event)), Some(0));
+    let expected: [u8; 32] = {
+        use sha2::Digest;
+        let data: [u8; 32] = sha2::Sha256::digest(b"x").into();
+        sha2::Sha256::new().chain_update([0u8; 32]).chain_update(data).finalize().into()
+    };
+    assert_eq!(vtpm.read_pcr(0x000B, 7), Some(expected.to_vec()));
+}
+
+#[test]
+fn hex_formats_lower_case() {
+    assert_eq!(alloc::format!("{}", Hex(&[0x00, 0xAB, 0x7F])), "00ab7f");
+}

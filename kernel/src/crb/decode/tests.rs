@@ -393,7 +393,8 @@ fn agrees_with_iced_on_generated_mov_forms() {
         for _ in 0..12 {
             bytes.push(rng.byte());
         }
-        let mode = if rng.next().is_multiple_of(4) { CpuMode::Protected32 } else { CpuMode::Long64 };
+        let mode =
+            if rng.next().is_multiple_of(4) { CpuMode::Protected32 } else { CpuMode::Long64 };
         decoded += usize::from(cross_check(&bytes, mode));
     }
     assert!(decoded > 100_000, "only {decoded} generated instructions decoded");

@@ -104,7 +104,14 @@ fn edk2_sequence_runs_startup_and_a_pcr_read_on_the_vtpm() {
     assert_eq!(response_code(&response), Some(0));
     assert!(response.ends_with(&[0u8; 32]));
     assert_eq!(read32(&mut crb, CTRL_STS), CTRL_STS_IDLE, "goIdle");
-    assert_eq!(crb.stats().commands, 2);
+    let mut extend = vec![0x80, 0x02, 0, 0, 0, 65, 0, 0, 1, 0x82, 0, 0, 0, 16];
+    extend.extend_from_slice(&[0, 0, 0, 9, 0x40, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0x0B]);
+    extend.extend_from_slice(&[0xAB; 32]);
+    assert_eq!(response_code(&edk2_command(&mut crb, &extend)), Some(0));
+    assert_eq!(
+        crb.stats(),
+        CrbStats { accesses: crb.stats().accesses, commands: 3, pcr_extends: 1 }
+    );
 }
 
 #[test]
