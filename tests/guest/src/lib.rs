@@ -84,6 +84,7 @@ mod boot {
         match mode {
             Mode::Calls => {
                 cases::run_all(&env);
+                runner::check_count(report::CALL_CASES);
                 console::exit(runner::summary())
             }
             Mode::ReadSvsm => touch_svsm(&env, Access::Read),

@@ -16,6 +16,10 @@ pub const NOT_STOPPED: &str = "test-guest: FAIL: the SVSM-memory access was not 
 /// Prefix of the benchmark line.
 pub const BENCH: &str = "test-guest: bench ";
 
+/// Number of cases the `calls` mode runs (the guest checks it ran them all;
+/// the xtask checks it saw them all).
+pub const CALL_CASES: u32 = 92;
+
 /// How a case ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {

@@ -61,6 +61,15 @@ pub fn expect_code(name: &str, outcome: &CallOutcome, expected: u32) -> bool {
     record(name, got == expected, format_args!("expected {}, got {}", Code(expected), Code(got)))
 }
 
+/// Records a failure if the run did not have exactly `expected` cases (a
+/// case skipped by mistake must not go unnoticed).
+pub fn check_count(expected: u32) {
+    let ran = PASSED.load(Ordering::SeqCst) + FAILED.load(Ordering::SeqCst);
+    if ran != expected {
+        record("cases/all-ran", false, format_args!("{ran} cases ran, {expected} expected"));
+    }
+}
+
 /// Prints the closing line; returns whether every case passed.
 pub fn summary() -> bool {
     let (passed, failed) = (PASSED.load(Ordering::SeqCst), FAILED.load(Ordering::SeqCst));
