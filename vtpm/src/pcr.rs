@@ -53,9 +53,10 @@ pub fn state_saved(i: usize) -> bool {
     i < 16
 }
 
-/// Whether a change of PCR `i` leaves pcrUpdateCounter alone (TPM_PT_PCR_NO_INCREMENT).
+/// Whether a change of PCR `i` leaves pcrUpdateCounter alone (TPM_PT_PCR_NO_INCREMENT): the
+/// PC Client choice libtpms makes (PCR 16 and 21-23).
 pub fn no_increment(i: usize) -> bool {
-    (20..=22).contains(&i)
+    i == 16 || (21..=23).contains(&i)
 }
 
 /// The value PCR `i` holds after TPM Reset (PCR 17-22 start at all ones, the rest at zero).
@@ -92,11 +93,13 @@ impl Pcrs {
         self.banks.iter().map(|b| b.alg).collect()
     }
 
-    /// Extends PCR `i` of bank `alg` (no-op for an unallocated bank).
+    /// Extends PCR `i` of bank `alg` (no-op for an unallocated bank). Every bank extended
+    /// counts as a change, as in the reference implementation.
     pub fn extend(&mut self, i: usize, alg: HashAlg, digest: &[u8]) {
         if let Some(bank) = self.banks.iter_mut().find(|b| b.alg == alg) {
             let new = hash(alg, &[&bank.values[i], digest]);
             bank.values[i] = new;
+            self.changed(i);
         }
     }
 

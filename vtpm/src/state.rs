@@ -374,7 +374,6 @@ impl Tpm {
             let digest = h.finish();
             self.pcrs.extend(pcr, alg, &digest);
         }
-        self.pcrs.changed(pcr);
     }
 
     /// Estimate of the heap memory held by the TPM state (objects, sessions, NV, PCRs).

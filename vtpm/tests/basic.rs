@@ -71,8 +71,9 @@ fn pcr_extend_and_read_known_answer() {
     let rsp = tpm.execute(C, 0, &cmd(0x8001, 0x17E, &[], &hex("00000001 000b 03 000001")));
     assert_eq!(
         rsp,
-        // Startup(CLEAR) counts 21 PCR changes (all but the no-increment PCR 20-22), then +2.
-        hex("8001 0000003e 00000000 00000017 00000001 000b 03 000001 00000001 0020
+        // Startup(CLEAR) counts 20 PCR changes (all but the no-increment PCR 16 and 21-23);
+        // the extends of PCR 16 do not count.
+        hex("8001 0000003e 00000000 00000014 00000001 000b 03 000001 00000001 0020
              f5a5fd42d16a20302798ef6ed309979b43003d2320d9f0e8ea9831a92759fb4b")
     );
     // PCR 17 cannot be extended from locality 0; PCR 99 is not a PCR.

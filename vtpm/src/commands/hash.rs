@@ -218,9 +218,6 @@ pub fn event_sequence_complete(tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> Tp
             tpm.pcrs.extend(pcr as usize, alg, &d);
         }
     }
-    if pcr != TPM_RH_NULL {
-        tpm.pcrs.changed(pcr as usize);
-    }
     c.out.bytes(&w.into_vec());
     Ok(())
 }

@@ -127,9 +127,11 @@ pub fn define_space(tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<()>
     if tpm.nv.len() >= NV_INDICES_MAX || total_nv(tpm) + size + 256 > NV_MEMORY {
         return Err(TPM_RC_NV_SPACE);
     }
+    // Unwritten octets of an ordinary index read as 0xFF (erased flash), as in libtpms.
+    let fill = if public.nv_type() == TPM_NT_ORDINARY { 0xFF } else { 0 };
     let index = NvIndex {
         auth: Zeroizing::new(trim_auth(&auth).to_vec()),
-        data: Zeroizing::new(alloc::vec![0u8; size]),
+        data: Zeroizing::new(alloc::vec![fill; size]),
         public,
     };
     tpm.nv.insert(index.public.index, index);

@@ -33,7 +33,6 @@ pub fn extend(tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<()> {
     for (alg, d) in &digests {
         tpm.pcrs.extend(pcr, *alg, d);
     }
-    tpm.pcrs.changed(pcr);
     Ok(())
 }
 
@@ -53,9 +52,6 @@ pub fn event(tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<()> {
         if handle != TPM_RH_NULL {
             tpm.pcrs.extend(handle as usize, *alg, &d);
         }
-    }
-    if handle != TPM_RH_NULL {
-        tpm.pcrs.changed(handle as usize);
     }
     Ok(())
 }
