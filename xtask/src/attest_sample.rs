@@ -22,9 +22,9 @@ use kernel::attest::client::GuestRequestClient;
 use kernel::attest::dev_psp::DevPsp;
 use kernel::attest::guest_msg::Vmpck;
 use kernel::attest::services::ServiceRegistry;
-use kernel::protocols::attest::{
-    AttestContext, AttestRegisters, GuestMemory, InvalidAddress, handle,
-};
+use kernel::guest_mem::{GuestMemory, InvalidGpa};
+use kernel::protocols::CallRegisters;
+use kernel::protocols::attest::{AttestContext, handle};
 use sha2::{Digest, Sha384};
 use zerocopy::IntoBytes;
 
@@ -53,18 +53,37 @@ const CERTS: u64 = 0x5000;
 const CERTS_SIZE: usize = 0x4000;
 
 /// Guest memory for one call: 0..0x9000.
-struct Memory(Vec<u8>);
+struct Memory(std::cell::RefCell<Vec<u8>>);
+
+impl Memory {
+    fn range(&self, gpa: u64, len: u64) -> Result<std::ops::Range<usize>, InvalidGpa> {
+        let start = usize::try_from(gpa).map_err(|_| InvalidGpa)?;
+        let end =
+            start.checked_add(usize::try_from(len).map_err(|_| InvalidGpa)?).ok_or(InvalidGpa)?;
+        if end > self.0.borrow().len() {
+            return Err(InvalidGpa);
+        }
+        Ok(start..end)
+    }
+}
 
 impl GuestMemory for Memory {
-    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), InvalidAddress> {
-        let start = usize::try_from(gpa).map_err(|_| InvalidAddress)?;
-        let bytes = self.0.get(start..start + buf.len()).ok_or(InvalidAddress)?;
-        buf.copy_from_slice(bytes);
+    fn check(&self, gpa: u64, len: u64) -> Result<(), InvalidGpa> {
+        self.range(gpa, len).map(|_| ())
+    }
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), InvalidGpa> {
+        let range = self.range(gpa, buf.len() as u64)?;
+        buf.copy_from_slice(&self.0.borrow()[range]);
         Ok(())
     }
-    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), InvalidAddress> {
-        let start = usize::try_from(gpa).map_err(|_| InvalidAddress)?;
-        self.0.get_mut(start..start + data.len()).ok_or(InvalidAddress)?.copy_from_slice(data);
+    fn write(&self, gpa: u64, data: &[u8]) -> Result<(), InvalidGpa> {
+        let range = self.range(gpa, data.len() as u64)?;
+        self.0.borrow_mut()[range].copy_from_slice(data);
+        Ok(())
+    }
+    fn zero(&self, gpa: u64, len: u64) -> Result<(), InvalidGpa> {
+        let range = self.range(gpa, len)?;
+        self.0.borrow_mut()[range].fill(0);
         Ok(())
     }
 }
@@ -81,7 +100,7 @@ pub fn attest_services(chain: &DevChain, measurement: [u8; 48], nonce: &[u8]) ->
     let mut services = ServiceRegistry::new();
     services.register(VTPM_SERVICE_GUID, EK_PUBLIC_STAND_IN.to_vec());
 
-    let mut memory = Memory(vec![0; CERTS as usize + CERTS_SIZE]);
+    let memory = Memory(std::cell::RefCell::new(vec![0; CERTS as usize + CERTS_SIZE]));
     let op = AttestServicesOp {
         report_gpa: REPORT,
         report_size: 0x1000,
@@ -94,15 +113,16 @@ pub fn attest_services(chain: &DevChain, measurement: [u8; 48], nonce: &[u8]) ->
         ..Default::default()
     };
     ensure!(nonce.len() <= 0x1000, "a nonce has at most 4096 bytes");
-    memory.0[OP as usize..][..op.as_bytes().len()].copy_from_slice(op.as_bytes());
-    memory.0[NONCE as usize..][..nonce.len()].copy_from_slice(nonce);
-    let mut regs = AttestRegisters { rcx: OP, ..Default::default() };
+    memory.write(OP, op.as_bytes()).map_err(|_| anyhow::anyhow!("operation does not fit"))?;
+    memory.write(NONCE, nonce).map_err(|_| anyhow::anyhow!("nonce does not fit"))?;
+    let mut regs = CallRegisters { rcx: OP, ..Default::default() };
     let mut context = AttestContext { services: &services, reports: &mut client };
-    let code = handle(ATTEST_SERVICES, &mut regs, &mut memory, &mut context);
+    let code = handle(ATTEST_SERVICES, &mut regs, &memory, &mut context);
     if code != 0 {
         bail!("ATTEST_SERVICES failed with {code:#x}");
     }
-    let take = |gpa: u64, len: u64| memory.0[gpa as usize..][..len as usize].to_vec();
+    let memory = memory.0.into_inner();
+    let take = |gpa: u64, len: u64| memory[gpa as usize..][..len as usize].to_vec();
     Ok(Sample {
         report: take(REPORT, regs.r8),
         manifest: take(MANIFEST, regs.rcx),

@@ -10,8 +10,9 @@
 //! Outputs: RCX = manifest length, RDX = certificate table length, R8 =
 //! report length, on success and also with SVSM_ERR_INVALID_PARAMETER when a
 //! guest buffer is too small, so the guest can retry with bigger ones.
-//! Everything the guest passes is hostile: every GPA goes through
-//! [`GuestMemory`], every size is checked before anything is written.
+//! Everything the guest passes is hostile: every GPA goes through the
+//! checked [`GuestMemory`], and every buffer is checked (alignment, size,
+//! address) before a report is requested, so a bad call costs no report.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -22,8 +23,9 @@ use abi::attestation::{
 };
 use abi::layout::PAGE_SIZE;
 use abi::svsm::{
-    SVSM_ERR_INVALID_ADDRESS, SVSM_ERR_INVALID_PARAMETER, SVSM_ERR_INVALID_REQUEST,
-    SVSM_ERR_UNSUPPORTED_CALL, SVSM_ERR_UNSUPPORTED_PROTOCOL, SVSM_SUCCESS,
+    ProtocolVersions, SVSM_ERR_INVALID_ADDRESS, SVSM_ERR_INVALID_PARAMETER,
+    SVSM_ERR_INVALID_REQUEST, SVSM_ERR_UNSUPPORTED_CALL, SVSM_ERR_UNSUPPORTED_PROTOCOL,
+    SVSM_SUCCESS,
 };
 use sha2::{Digest, Sha512};
 use zerocopy::{FromBytes, IntoBytes};
@@ -32,24 +34,17 @@ use crate::attest::client::{
     CertsOutcome, GuestRequestClient, GuestRequestTransport, RequestError,
 };
 use crate::attest::services::ServiceRegistry;
+use crate::guest_mem::GuestMemory;
+use crate::protocols::CallRegisters;
+
+/// The attestation protocol versions this SVSM serves.
+pub const VERSIONS: ProtocolVersions = ProtocolVersions { min: 1, max: 1 };
 
 /// Largest nonce the SVSM accepts (one page).
 pub const MAX_NONCE_SIZE: usize = PAGE_SIZE as usize;
 /// Largest certificate table the SVSM fetches for a guest (the Linux and
 /// COCONUT limit of an extended report's certificate blob).
 pub const MAX_CERTS_SIZE: usize = 0x4000;
-
-/// A GPA range the guest may not use (not guest memory, or SVSM memory).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InvalidAddress;
-
-/// The guest's memory, checked: the one way this protocol touches it.
-pub trait GuestMemory {
-    /// Copies `buf.len()` bytes from guest memory at `gpa`.
-    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), InvalidAddress>;
-    /// Copies `data` into guest memory at `gpa`.
-    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), InvalidAddress>;
-}
 
 /// Where reports come from: the guest-request client on every platform.
 pub trait ReportSource {
@@ -73,18 +68,6 @@ impl<T: GuestRequestTransport> ReportSource for GuestRequestClient<T> {
     }
 }
 
-/// The registers of a call: RCX (input: the operation's GPA) and the
-/// three outputs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AttestRegisters {
-    /// In: GPA of the operation structure. Out: manifest length.
-    pub rcx: u64,
-    /// Out: certificate table length.
-    pub rdx: u64,
-    /// Out: report length.
-    pub r8: u64,
-}
-
 /// What the SVSM needs to serve the protocol.
 pub struct AttestContext<'a> {
     /// The services and their manifest data.
@@ -96,8 +79,8 @@ pub struct AttestContext<'a> {
 /// Handles call `call` of protocol 1; returns the result code for RAX.
 pub fn handle(
     call: u32,
-    regs: &mut AttestRegisters,
-    memory: &mut dyn GuestMemory,
+    regs: &mut CallRegisters,
+    memory: &dyn GuestMemory,
     context: &mut AttestContext<'_>,
 ) -> u32 {
     let result = match call {
@@ -112,8 +95,8 @@ pub fn handle(
 }
 
 fn attest_services(
-    regs: &mut AttestRegisters,
-    memory: &mut dyn GuestMemory,
+    regs: &mut CallRegisters,
+    memory: &dyn GuestMemory,
     context: &mut AttestContext<'_>,
 ) -> Result<(), u32> {
     let op: AttestServicesOp = read_op(memory, regs.rcx)?;
@@ -122,8 +105,8 @@ fn attest_services(
 }
 
 fn attest_single_service(
-    regs: &mut AttestRegisters,
-    memory: &mut dyn GuestMemory,
+    regs: &mut CallRegisters,
+    memory: &dyn GuestMemory,
     context: &mut AttestContext<'_>,
 ) -> Result<(), u32> {
     let op: AttestSingleServiceOp = read_op(memory, regs.rcx)?;
@@ -147,8 +130,8 @@ fn read_op<T: FromBytes + IntoBytes>(memory: &dyn GuestMemory, gpa: u64) -> Resu
 fn attest(
     op: &AttestServicesOp,
     manifest: &[u8],
-    regs: &mut AttestRegisters,
-    memory: &mut dyn GuestMemory,
+    regs: &mut CallRegisters,
+    memory: &dyn GuestMemory,
     context: &mut AttestContext<'_>,
 ) -> Result<(), u32> {
     if !op.reserved_clear() {
@@ -177,6 +160,14 @@ fn attest(
         return Err(SVSM_ERR_INVALID_PARAMETER);
     }
 
+    // Every output buffer must be writable before a report is spent on it.
+    let check = |gpa: u64, len: u64| memory.check(gpa, len).map_err(|_| SVSM_ERR_INVALID_ADDRESS);
+    check(op.report_gpa, REPORT_SIZE as u64)?;
+    check(op.manifest_gpa, manifest.len() as u64)?;
+    if wants_certs {
+        check(op.certs_gpa, u64::from(op.certs_size))?;
+    }
+
     let report_data: [u8; 64] =
         Sha512::new().chain_update(&nonce).chain_update(manifest).finalize().into();
     let mut certs: Vec<u8> = if wants_certs {
@@ -198,13 +189,11 @@ fn attest(
     };
     regs.rdx = certs_len as u64;
 
-    let write = |memory: &mut dyn GuestMemory, gpa, data: &[u8]| {
-        memory.write(gpa, data).map_err(|_| SVSM_ERR_INVALID_ADDRESS)
-    };
-    write(memory, op.report_gpa, report.as_bytes())?;
-    write(memory, op.manifest_gpa, manifest)?;
+    let write = |gpa, data: &[u8]| memory.write(gpa, data).map_err(|_| SVSM_ERR_INVALID_ADDRESS);
+    write(op.report_gpa, report.as_bytes())?;
+    write(op.manifest_gpa, manifest)?;
     if certs_len != 0 {
-        write(memory, op.certs_gpa, &certs[..certs_len])?;
+        write(op.certs_gpa, &certs[..certs_len])?;
     }
     Ok(())
 }

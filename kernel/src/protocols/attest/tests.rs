@@ -11,6 +11,7 @@ use zerocopy::FromZeros;
 use super::*;
 use crate::attest::dev_psp::DevPsp;
 use crate::attest::guest_msg::Vmpck;
+use crate::guest_mem::InvalidGpa;
 
 /// Guest memory 0..GUEST_END; the SVSM's own range is off limits.
 const GUEST_END: u64 = 0x40000;
@@ -23,27 +24,39 @@ const CERTS: u64 = 0x8000;
 /// A stand-in for the vTPM's EK public area until the vTPM registers it.
 const EK_PUBLIC: &[u8] = b"\x00\x01\x00\x0b fixed TPMT_PUBLIC stand-in";
 
-struct FakeMemory(Vec<u8>);
+struct FakeMemory(core::cell::RefCell<Vec<u8>>);
 
 impl FakeMemory {
-    fn range(gpa: u64, len: usize) -> Result<core::ops::Range<usize>, InvalidAddress> {
-        let end = gpa.checked_add(len as u64).ok_or(InvalidAddress)?;
+    fn range(gpa: u64, len: u64) -> Result<core::ops::Range<usize>, InvalidGpa> {
+        let end = gpa.checked_add(len).ok_or(InvalidGpa)?;
         let hits_svsm = gpa < SVSM_MEMORY.end && end > SVSM_MEMORY.start;
         if end > GUEST_END || hits_svsm {
-            return Err(InvalidAddress);
+            return Err(InvalidGpa);
         }
         Ok(gpa as usize..end as usize)
+    }
+
+    fn bytes(&self, gpa: u64, len: usize) -> Vec<u8> {
+        self.0.borrow()[gpa as usize..][..len].to_vec()
     }
 }
 
 impl GuestMemory for FakeMemory {
-    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), InvalidAddress> {
-        buf.copy_from_slice(&self.0[Self::range(gpa, buf.len())?]);
+    fn check(&self, gpa: u64, len: u64) -> Result<(), InvalidGpa> {
+        Self::range(gpa, len).map(|_| ())
+    }
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), InvalidGpa> {
+        buf.copy_from_slice(&self.0.borrow()[Self::range(gpa, buf.len() as u64)?]);
         Ok(())
     }
-    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), InvalidAddress> {
-        let range = Self::range(gpa, data.len())?;
-        self.0[range].copy_from_slice(data);
+    fn write(&self, gpa: u64, data: &[u8]) -> Result<(), InvalidGpa> {
+        let range = Self::range(gpa, data.len() as u64)?;
+        self.0.borrow_mut()[range].copy_from_slice(data);
+        Ok(())
+    }
+    fn zero(&self, gpa: u64, len: u64) -> Result<(), InvalidGpa> {
+        let range = Self::range(gpa, len)?;
+        self.0.borrow_mut()[range].fill(0);
         Ok(())
     }
 }
@@ -92,26 +105,26 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
-        let mut memory = FakeMemory(vec![0; GUEST_END as usize]);
+        let memory = FakeMemory(core::cell::RefCell::new(vec![0; GUEST_END as usize]));
         memory.write(NONCE, &[0x6E; 64]).unwrap();
         Setup { memory, client: client(), services: services() }
     }
 
-    fn call(&mut self, call: u32, op_bytes: &[u8]) -> (u32, AttestRegisters) {
+    fn call(&mut self, call: u32, op_bytes: &[u8]) -> (u32, CallRegisters) {
         self.memory.write(OP, op_bytes).unwrap();
         self.call_at(call, OP)
     }
 
-    fn call_at(&mut self, call: u32, gpa: u64) -> (u32, AttestRegisters) {
-        let mut regs = AttestRegisters { rcx: gpa, rdx: u64::MAX, r8: u64::MAX };
+    fn call_at(&mut self, call: u32, gpa: u64) -> (u32, CallRegisters) {
+        let mut regs =
+            CallRegisters { rcx: gpa, rdx: u64::MAX, r8: u64::MAX, ..Default::default() };
         let mut context = AttestContext { services: &self.services, reports: &mut self.client };
-        let code = handle(call, &mut regs, &mut self.memory, &mut context);
+        let code = handle(call, &mut regs, &self.memory, &mut context);
         (code, regs)
     }
 
     fn report(&self) -> AttestationReport {
-        AttestationReport::read_from_bytes(&self.memory.0[REPORT as usize..][..REPORT_SIZE])
-            .unwrap()
+        AttestationReport::read_from_bytes(&self.memory.bytes(REPORT, REPORT_SIZE)).unwrap()
     }
 }
 
@@ -132,14 +145,14 @@ fn attest_services_returns_report_manifest_and_certificates() {
     assert_eq!(regs.rcx, manifest_len as u64);
     assert_eq!(regs.r8, REPORT_SIZE as u64);
     assert!(regs.rdx > 0);
-    let manifest = s.memory.0[MANIFEST as usize..][..manifest_len].to_vec();
+    let manifest = s.memory.bytes(MANIFEST, manifest_len);
     let entries: Vec<_> = manifest_entries(&manifest).unwrap().collect();
     assert_eq!(entries, [(VTPM_SERVICE_GUID, EK_PUBLIC)]);
     let report = s.report();
     assert_eq!(report.report_data, sha512(&[&[0x6E; 64], &manifest]));
     assert_eq!(report.measurement, [0x4E; 48]);
     assert_eq!(report.vmpl, 0);
-    let certs = &s.memory.0[CERTS as usize..][..regs.rdx as usize];
+    let certs = &s.memory.bytes(CERTS, regs.rdx as usize);
     assert_eq!(find_certificate(certs, CERT_GUID_VCEK), Ok(Some(&b"vcek-der"[..])));
 }
 
@@ -148,7 +161,7 @@ fn without_a_certificate_buffer_rdx_is_zero() {
     let mut s = Setup::new();
     let (code, regs) = s.call(ATTEST_SERVICES, op(0).as_bytes());
     assert_eq!((code, regs.rdx), (SVSM_SUCCESS, 0));
-    assert!(s.memory.0[CERTS as usize..][..0x100].iter().all(|&b| b == 0));
+    assert!(s.memory.bytes(CERTS, 0x100).iter().all(|&b| b == 0));
 }
 
 #[test]
@@ -192,7 +205,7 @@ fn single_service_attests_the_vtpm_data_alone() {
     let (code, regs) = s.call(ATTEST_SINGLE_SERVICE, single.as_bytes());
     assert_eq!(code, SVSM_SUCCESS);
     assert_eq!(regs.rcx, EK_PUBLIC.len() as u64);
-    assert_eq!(&s.memory.0[MANIFEST as usize..][..EK_PUBLIC.len()], EK_PUBLIC);
+    assert_eq!(s.memory.bytes(MANIFEST, EK_PUBLIC.len()), EK_PUBLIC);
     assert_eq!(s.report().report_data, sha512(&[&[0x6E; 64], EK_PUBLIC]));
 
     let unknown = AttestSingleServiceOp { service_guid: [9; 16], ..single };
@@ -206,7 +219,7 @@ fn single_service_attests_the_vtpm_data_alone() {
 #[test]
 fn hostile_operations_get_the_spec_error_codes() {
     let mut s = Setup::new();
-    let cases: [(AttestServicesOp, u32); 8] = [
+    let cases: [(AttestServicesOp, u32); 9] = [
         (AttestServicesOp { report_gpa: REPORT + 8, ..op(0) }, SVSM_ERR_INVALID_PARAMETER),
         (AttestServicesOp { manifest_gpa: MANIFEST + 1, ..op(0) }, SVSM_ERR_INVALID_PARAMETER),
         (AttestServicesOp { certs_gpa: CERTS + 0x10, ..op(0x1000) }, SVSM_ERR_INVALID_PARAMETER),
@@ -215,10 +228,12 @@ fn hostile_operations_get_the_spec_error_codes() {
         (AttestServicesOp { nonce_gpa: SVSM_MEMORY.start, ..op(0) }, SVSM_ERR_INVALID_ADDRESS),
         (AttestServicesOp { report_gpa: SVSM_MEMORY.start, ..op(0) }, SVSM_ERR_INVALID_ADDRESS),
         (AttestServicesOp { manifest_gpa: !0xFFF, ..op(0) }, SVSM_ERR_INVALID_ADDRESS),
+        (AttestServicesOp { certs_gpa: SVSM_MEMORY.start, ..op(0x1000) }, SVSM_ERR_INVALID_ADDRESS),
     ];
     for (bad, expected) in cases {
         assert_eq!(s.call(ATTEST_SERVICES, bad.as_bytes()).0, expected, "{bad:x?}");
     }
+    assert_eq!(s.client.last_seqno(), 0, "no bad call cost a report");
     assert_eq!(s.call_at(ATTEST_SERVICES, SVSM_MEMORY.start).0, SVSM_ERR_INVALID_ADDRESS);
     assert_eq!(s.call_at(ATTEST_SERVICES, u64::MAX - 8).0, SVSM_ERR_INVALID_ADDRESS);
     assert_eq!(s.call_at(2, OP).0, SVSM_ERR_UNSUPPORTED_CALL);
@@ -239,12 +254,12 @@ impl ReportSource for Disabled {
 
 #[test]
 fn a_failed_guest_request_is_an_invalid_request() {
-    let mut s = Setup::new();
+    let s = Setup::new();
     s.memory.write(OP, op(0).as_bytes()).unwrap();
-    let mut regs = AttestRegisters { rcx: OP, ..Default::default() };
+    let mut regs = CallRegisters { rcx: OP, ..Default::default() };
     let mut context = AttestContext { services: &s.services, reports: &mut Disabled };
     assert_eq!(
-        handle(ATTEST_SERVICES, &mut regs, &mut s.memory, &mut context),
+        handle(ATTEST_SERVICES, &mut regs, &s.memory, &mut context),
         SVSM_ERR_INVALID_REQUEST
     );
 }
