@@ -17,7 +17,7 @@
 //! the same code that writes them.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -125,8 +125,6 @@ fn check_metadata(firmware: &GuestFirmware) -> Result<()> {
 
 /// What one boot printed and how it ended.
 pub struct BootOutput {
-    /// The mode booted.
-    pub mode: Mode,
     /// COM1 output.
     pub serial: String,
     /// QEMU's exit status, `None` if it was killed at the timeout.
@@ -178,7 +176,7 @@ pub fn boot(_env: &Env, rom: &Path, mode: Mode, cpus: u32) -> Result<BootOutput>
         std::thread::sleep(Duration::from_millis(20));
     };
     let serial = reader.join().unwrap_or_default();
-    Ok(BootOutput { mode, serial, status, elapsed: started.elapsed() })
+    Ok(BootOutput { serial, status, elapsed: started.elapsed() })
 }
 
 /// Kills the process group QEMU leads (spawned with `process_group(0)`).
@@ -330,11 +328,6 @@ fn check_touch(output: &BootOutput, access: Access, tally: &mut Tally) {
         ),
         Err(why) => tally.check(&name, false, &why),
     }
-}
-
-/// Where the guest's build outputs go (for the benchmark).
-pub fn image_dir(env: &Env) -> PathBuf {
-    env.build.join("test-guest")
 }
 
 #[cfg(test)]

@@ -21,7 +21,9 @@ use kernel::cpu::io::IoPort;
 use kernel::guest_mem::{CheckedGuestMemory, Fault, GuestLayout, OwnedPages, RawGuestMemory};
 use kernel::host_doubles::{FakeGuestRam, FakePlatform};
 use kernel::platform::{Platform, PlatformKind};
-use kernel::protocols::{CallContext, CallRegisters, Caller, SvsmState, VcpuState, VcpuTable, handle_call};
+use kernel::protocols::{
+    CallContext, CallRegisters, Caller, SvsmState, VcpuState, VcpuTable, handle_call,
+};
 use libfuzzer_sys::fuzz_target;
 use zerocopy::{FromZeros, IntoBytes};
 
@@ -64,9 +66,8 @@ enum Addr {
 impl Addr {
     fn gpa(self) -> u64 {
         match self {
-            Addr::Pick(index, offset) => {
-                INTERESTING[usize::from(index) % INTERESTING.len()].wrapping_add(u64::from(offset & 0x1FFF))
-            }
+            Addr::Pick(index, offset) => INTERESTING[usize::from(index) % INTERESTING.len()]
+                .wrapping_add(u64::from(offset & 0x1FFF)),
             Addr::Raw(raw) => raw,
         }
     }
@@ -194,7 +195,10 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let mut state = SvsmState { vcpus: VcpuTable::new(&APIC_IDS, SEV_FEATURES), deposits: Default::default() };
+        let mut state = SvsmState {
+            vcpus: VcpuTable::new(&APIC_IDS, SEV_FEATURES),
+            deposits: Default::default(),
+        };
         let startup = state.vcpus.add(STARTUP_VMSA, STARTUP_CA, 0, GUEST_VMPL, true);
         state.vcpus.get_mut(startup.id).expect("just added").state = VcpuState::Running;
         let world = World {
@@ -290,7 +294,11 @@ impl World {
     fn check_invariants(&self) {
         for record in self.state.vcpus.iter().filter(|r| !r.startup) {
             assert_guest_range("a VMSA the SVSM holds", record.vmsa_gpa, PAGE);
-            assert!(self.owned.owner(record.vmsa_gpa).is_some(), "VMSA {:#x} not held", record.vmsa_gpa);
+            assert!(
+                self.owned.owner(record.vmsa_gpa).is_some(),
+                "VMSA {:#x} not held",
+                record.vmsa_gpa
+            );
         }
     }
 }

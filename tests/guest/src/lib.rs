@@ -73,14 +73,14 @@ mod boot {
             snp::c_bit_mask()
         );
         env::check_link_layout();
+        let mode = env::read_mode();
+        println!("{}mode {}", report::PREFIX, mode.name());
         if !snp::snp_active() {
             abort(format_args!(
                 "SEV_STATUS shows no SNP: run this guest under the SVSM (dev platform or SNP)"
             ));
         }
         let env = env::Env::discover();
-        let mode = env::read_mode();
-        println!("{}mode {}", report::PREFIX, mode.name());
         match mode {
             Mode::Calls => {
                 cases::run_all(&env);
