@@ -18,6 +18,7 @@ mod qemu;
 mod run;
 mod setup;
 mod start_context;
+mod vtpm_bench;
 mod vtpm_cmd;
 mod vtpm_conformance;
 mod vtpm_diff;
@@ -73,6 +74,9 @@ enum Command {
         #[arg(long)]
         swtpm: bool,
     },
+    /// vTPM benchmark (temporary, until `bench vtpm` runs it).
+    #[command(hide = true)]
+    VtpmBench,
 }
 
 fn main() -> Result<()> {
@@ -98,5 +102,6 @@ fn main() -> Result<()> {
                 vtpm_conformance::run(&env)
             }
         }
+        Command::VtpmBench => vtpm_bench::run(&env),
     }
 }

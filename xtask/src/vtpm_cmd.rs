@@ -52,6 +52,7 @@ pub mod alg {
     pub const SHA1: u16 = 0x0004;
     pub const HMAC: u16 = 0x0005;
     pub const AES: u16 = 0x0006;
+    pub const XOR: u16 = 0x000A;
     pub const KEYEDHASH: u16 = 0x0008;
     pub const SHA256: u16 = 0x000B;
     pub const SHA384: u16 = 0x000C;
@@ -60,7 +61,6 @@ pub mod alg {
     pub const RSASSA: u16 = 0x0014;
     pub const ECDSA: u16 = 0x0018;
     pub const OAEP: u16 = 0x0017;
-    pub const ECDH: u16 = 0x0019;
     pub const ECC: u16 = 0x0023;
     pub const SYMCIPHER: u16 = 0x0025;
     pub const CFB: u16 = 0x0043;
@@ -71,7 +71,6 @@ pub mod rh {
     pub const OWNER: u32 = 0x4000_0001;
     pub const NULL: u32 = 0x4000_0007;
     pub const PW: u32 = 0x4000_0009;
-    pub const ENDORSEMENT: u32 = 0x4000_000B;
 }
 
 /// Capabilities (Part 2 §6.12).
@@ -306,6 +305,24 @@ impl<'a> Reader<'a> {
     pub fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.bytes)
     }
+}
+
+/// TPM2B_PUBLIC of a key with nameAlg SHA-256, `attributes`, no policy, and
+/// the type-specific `parameters_and_unique` (Part 2 §12.2.4).
+pub fn public_area(kind: u16, attributes: u32, parameters_and_unique: &[u8]) -> Vec<u8> {
+    let mut public = Vec::new();
+    public.u16(kind).u16(alg::SHA256).u32(attributes).tpm2b(&[]).bytes(parameters_and_unique);
+    let mut out = Vec::new();
+    out.tpm2b(&public);
+    out
+}
+
+/// CreatePrimary in `hierarchy` (empty password) of `public`, with no
+/// sensitive data, outside info or creation PCRs.
+pub fn create_primary(hierarchy: u32, public: &[u8]) -> Command {
+    Command::new(cc::CREATE_PRIMARY).handle(hierarchy).pw().with(|p| {
+        p.tpm2b(&[0, 0, 0, 0]).bytes(public).tpm2b(&[]).u32(0);
+    })
 }
 
 /// TPMS_PCR_SELECTION list (TPML_PCR_SELECTION) for `pcrs` in each bank of `algs`.

@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{Context, Result, ensure};
 
 use crate::vtpm_cmd::{
-    Command, Marshal, Reader, Response, alg, attr, cap, cc, hex, pcr_selection, rh,
+    Command, Marshal, Reader, Response, alg, attr, cap, cc, create_primary, hex, pcr_selection,
+    public_area, rh,
 };
 use crate::vtpm_conformance::Report;
 use crate::vtpm_session::{ParamCipher, SaltKey, Session};
@@ -297,16 +298,6 @@ fn pcr_extend(pcr: u32, event: &[u8]) -> Command {
 
 fn pcr_read(bank: u16, pcrs: &[u32]) -> Command {
     Command::new(cc::PCR_READ).with(|p| pcr_selection(p, &[bank], pcrs))
-}
-
-/// TPM2B_PUBLIC of an external key with `attributes` and type-specific
-/// `parameters_and_unique` (Part 2 §12.2.4).
-fn public_area(kind: u16, attributes: u32, parameters_and_unique: &[u8]) -> Vec<u8> {
-    let mut public = Vec::new();
-    public.u16(kind).u16(alg::SHA256).u32(attributes).tpm2b(&[]).bytes(parameters_and_unique);
-    let mut out = Vec::new();
-    out.tpm2b(&public);
-    out
 }
 
 /// TPM2B_SENSITIVE with no auth, `seed` and the private part `key`.
@@ -841,10 +832,7 @@ pub fn ecc_primary(wire: &mut Wire) -> Result<SaltKey> {
         .u16(alg::NULL)
         .tpm2b(&[])
         .tpm2b(&[]);
-    let public = public_area(alg::ECC, attributes, &params);
-    let command = Command::new(cc::CREATE_PRIMARY).handle(rh::OWNER).pw().with(|p| {
-        p.tpm2b(&[0, 0, 0, 0]).bytes(&public).tpm2b(&[]).u32(0);
-    });
+    let command = create_primary(rh::OWNER, &public_area(alg::ECC, attributes, &params));
     let response =
         Response::parse(&wire.transact(&command.bytes())?, 1)?.ok("CreatePrimary ECC")?;
     let mut r = response.reader();

@@ -81,15 +81,22 @@ pub struct Session {
     counter: u32,
 }
 
-impl Session {
-    /// StartAuthSession(HMAC): unbound, unsalted when `salt` is None, else
-    /// salted by ECDH with `salt` (ephemeral key from `ephemeral_seed`).
-    pub fn start(
-        wire: &mut Wire,
+/// A StartAuthSession command built (client-side ECDH done), not yet sent.
+pub struct PendingSession {
+    /// The StartAuthSession command bytes.
+    pub command: Vec<u8>,
+    nonce_caller: Vec<u8>,
+    salt_value: Vec<u8>,
+}
+
+impl PendingSession {
+    /// Builds StartAuthSession(HMAC, SHA-256), salted by ECDH with `salt`
+    /// (ephemeral key from `ephemeral_seed`) when given.
+    pub fn prepare(
         salt: Option<&SaltKey>,
         cipher: ParamCipher,
         ephemeral_seed: u8,
-    ) -> Result<Session> {
+    ) -> Result<PendingSession> {
         let nonce_caller = vec![ephemeral_seed ^ 0x5a; 32];
         let (tpm_key, encrypted_salt, salt_value) = match salt {
             None => (rh::NULL, Vec::new(), Vec::new()),
@@ -109,27 +116,47 @@ impl Session {
                         p.u16(alg::NULL);
                     }
                     ParamCipher::Xor => {
-                        p.u16(0x000A).u16(alg::SHA256);
+                        p.u16(alg::XOR).u16(alg::SHA256);
                     }
                 }
                 p.u16(alg::SHA256);
             });
-        let response =
-            Response::parse(&wire.transact(&command.bytes())?, 1)?.ok("StartAuthSession")?;
+        Ok(PendingSession { command: command.bytes(), nonce_caller, salt_value })
+    }
+
+    /// Takes the TPM's answer: the session handle and nonceTPM, and derives
+    /// the session key (salted sessions).
+    pub fn finish(self, response: &[u8]) -> Result<Session> {
+        let response = Response::parse(response, 1)?.ok("StartAuthSession")?;
         let nonce_tpm = response.reader().tpm2b()?.to_vec();
         ensure!(nonce_tpm.len() == 32, "nonceTPM of {} bytes", nonce_tpm.len());
-        let session_key = if salt_value.is_empty() {
+        let session_key = if self.salt_value.is_empty() {
             Vec::new()
         } else {
-            kdfa(&salt_value, b"ATH", &nonce_tpm, &nonce_caller, 256)
+            kdfa(&self.salt_value, b"ATH", &nonce_tpm, &self.nonce_caller, 256)
         };
         Ok(Session {
             handle: response.handles[0],
             session_key,
-            nonce_caller,
+            nonce_caller: self.nonce_caller,
             nonce_tpm,
             counter: 0,
         })
+    }
+}
+
+impl Session {
+    /// StartAuthSession(HMAC): unbound, unsalted when `salt` is None, else
+    /// salted by ECDH with `salt` (ephemeral key from `ephemeral_seed`).
+    pub fn start(
+        wire: &mut Wire,
+        salt: Option<&SaltKey>,
+        cipher: ParamCipher,
+        ephemeral_seed: u8,
+    ) -> Result<Session> {
+        let pending = PendingSession::prepare(salt, cipher, ephemeral_seed)?;
+        let response = wire.transact(&pending.command)?;
+        pending.finish(&response)
     }
 
     /// Adds this session's authorization to `command`, whose handles have

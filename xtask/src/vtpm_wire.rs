@@ -4,7 +4,7 @@
 //! differential tests and the benchmark send hand-built command bytes through
 //! this, so they see exactly what the TPM answers (tpm.md §7 and §8).
 
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -34,12 +34,13 @@ const MAX_RESPONSE: usize = 1 << 20;
 /// non-noDA object (tpm.md §11); clients simply resend.
 const RC_RETRY: u32 = 0x922;
 
-/// One client connection to a TPM.
+/// One client connection to a TPM. Responses are read through a buffer: one
+/// system call per response, whatever the framing (fair to both servers).
 pub enum Wire {
     /// vtpm-sim (or any mssim server): TPM port and platform port.
-    Mssim { tpm: TcpStream, platform: TcpStream },
+    Mssim { tpm: BufReader<TcpStream>, platform: TcpStream },
     /// swtpm: data socket, plus its control channel for localities.
-    Swtpm { data: TcpStream, ctrl: TcpStream },
+    Swtpm { data: BufReader<TcpStream>, ctrl: TcpStream },
 }
 
 fn connect(port: u16) -> Result<TcpStream> {
@@ -52,7 +53,7 @@ fn connect(port: u16) -> Result<TcpStream> {
     Ok(stream)
 }
 
-fn read_u32(stream: &mut TcpStream) -> Result<u32> {
+fn read_u32(stream: &mut impl Read) -> Result<u32> {
     let mut word = [0u8; 4];
     stream.read_exact(&mut word)?;
     Ok(u32::from_be_bytes(word))
@@ -62,7 +63,7 @@ impl Wire {
     /// Connects to an mssim server on `port` (platform on `port + 1`) and
     /// powers it on the way tpm2-tss does (POWER_ON, NV_ON).
     pub fn mssim(port: u16) -> Result<Wire> {
-        let tpm = connect(port)?;
+        let tpm = BufReader::new(connect(port)?);
         let platform = connect(port + 1)?;
         let mut wire = Wire::Mssim { tpm, platform };
         wire.platform_signal(MSSIM_POWER_ON)?;
@@ -72,7 +73,7 @@ impl Wire {
 
     /// Connects to swtpm's data port `port` and control port `port + 1`.
     pub fn swtpm(port: u16) -> Result<Wire> {
-        Ok(Wire::Swtpm { data: connect(port)?, ctrl: connect(port + 1)? })
+        Ok(Wire::Swtpm { data: BufReader::new(connect(port)?), ctrl: connect(port + 1)? })
     }
 
     /// Sends an mssim platform signal and checks that the server accepted it.
@@ -103,7 +104,7 @@ impl Wire {
                 frame.push(locality);
                 frame.extend_from_slice(&size.to_be_bytes());
                 frame.extend_from_slice(command);
-                tpm.write_all(&frame).context("sending the command")?;
+                tpm.get_mut().write_all(&frame).context("sending the command")?;
                 let len = read_u32(tpm).context("reading the response size")? as usize;
                 ensure!(len <= MAX_RESPONSE, "response size {len} is absurd");
                 let mut response = vec![0u8; len];
@@ -119,7 +120,7 @@ impl Wire {
                     let status = read_u32(ctrl)?;
                     ensure!(status == 0, "swtpm SET_LOCALITY({locality}) failed: {status}");
                 }
-                data.write_all(command).context("sending the command")?;
+                data.get_mut().write_all(command).context("sending the command")?;
                 let mut header = [0u8; 10];
                 data.read_exact(&mut header).context("reading the response header")?;
                 let len = u32::from_be_bytes([header[2], header[3], header[4], header[5]]) as usize;
@@ -172,7 +173,7 @@ impl Wire {
     /// Ends the connection the way a polite client does (mssim SESSION_END).
     pub fn close(self) -> Result<()> {
         if let Wire::Mssim { mut tpm, .. } = self {
-            tpm.write_all(&MSSIM_SESSION_END.to_be_bytes())?;
+            tpm.get_mut().write_all(&MSSIM_SESSION_END.to_be_bytes())?;
         }
         Ok(())
     }

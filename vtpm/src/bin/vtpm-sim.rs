@@ -9,7 +9,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -187,31 +187,27 @@ fn serve(options: &Options) -> Result<(), String> {
 fn accept_loop(
     shared: &Arc<Shared>,
     listener: TcpListener,
-    handler: fn(&Shared, &mut TcpStream) -> io::Result<()>,
+    handler: fn(&Shared, &mut Connection) -> io::Result<()>,
 ) {
     for stream in listener.incoming() {
-        let mut stream = match stream {
-            Ok(stream) => stream,
+        let connection = stream.and_then(Connection::new);
+        let mut connection = match connection {
+            Ok(connection) => connection,
             Err(e) => {
-                shared.log(0, format_args!("accept failed: {e}"));
+                shared.log(0, format_args!("accepting a connection failed: {e}"));
                 continue;
             }
         };
         let shared = Arc::clone(shared);
         std::thread::spawn(move || {
-            if let Err(e) = stream.set_nodelay(true) {
-                shared.log(0, format_args!("TCP_NODELAY failed: {e}"));
-            }
-            if let Err(e) = handler(&shared, &mut stream) {
+            if let Err(e) = handler(&shared, &mut connection) {
                 shared.log(1, format_args!("connection ended: {e}"));
             }
         });
     }
 }
 
-/// Delayed ACKs make tpm2-tss (which writes the SEND_COMMAND header and the
-/// command in two writes, with Nagle on) stall ~40 ms per command; quick-ack
-/// mode is not sticky on Linux, so it is set before every read (tpm.md §7.4).
+/// Sets TCP_QUICKACK (Linux): ACK what has arrived now, not after ~40 ms.
 fn quickack(stream: &TcpStream) {
     #[cfg(target_os = "linux")]
     {
@@ -221,36 +217,70 @@ fn quickack(stream: &TcpStream) {
     let _ = stream;
 }
 
-/// Reads a u32, or None at a clean end of stream.
-fn read_u32(stream: &mut TcpStream) -> io::Result<Option<u32>> {
-    quickack(stream);
-    let mut word = [0u8; 4];
-    match stream.read_exact(&mut word) {
-        Ok(()) => Ok(Some(u32::from_be_bytes(word))),
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
-        Err(e) => Err(e),
-    }
+/// One client connection, with buffered reads: a message the client sent in
+/// one piece costs one system call.
+struct Connection {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
 }
 
-fn read_u32_required(stream: &mut TcpStream) -> io::Result<u32> {
-    read_u32(stream)?.ok_or_else(|| {
-        io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-message")
-    })
-}
-
-/// Reads a length-prefixed block (after its length was read).
-fn read_block(stream: &mut TcpStream, len: u32) -> io::Result<Vec<u8>> {
-    let len = len as usize;
-    if len > MAX_TRANSFER {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{len}-byte transfer exceeds the {MAX_TRANSFER}-byte limit"),
-        ));
+impl Connection {
+    fn new(stream: TcpStream) -> io::Result<Connection> {
+        stream.set_nodelay(true)?;
+        Ok(Connection { reader: BufReader::new(stream.try_clone()?), writer: stream })
     }
-    let mut block = vec![0u8; len];
-    quickack(stream);
-    stream.read_exact(&mut block)?;
-    Ok(block)
+
+    /// Reads the rest of a message. When it is not all here yet, the client
+    /// may be holding it back until we ACK what it sent (Nagle against our
+    /// delayed ACK: tpm2-tss writes the SEND_COMMAND header and the command
+    /// separately, and each command would stall ~40 ms). Quick-ack mode
+    /// sends the pending ACK at once; it is not sticky, so it is set each time.
+    fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        if self.reader.buffer().len() < buf.len() {
+            quickack(self.reader.get_ref());
+        }
+        self.reader.read_exact(buf)
+    }
+
+    /// Reads the u32 that starts a message (no hurry: nothing is pending),
+    /// or None at a clean end of stream.
+    fn read_code(&mut self) -> io::Result<Option<u32>> {
+        let mut word = [0u8; 4];
+        match self.reader.read_exact(&mut word) {
+            Ok(()) => Ok(Some(u32::from_be_bytes(word))),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads a u32 inside a message.
+    fn read_u32(&mut self) -> io::Result<u32> {
+        let mut word = [0u8; 4];
+        self.read_exact(&mut word)?;
+        Ok(u32::from_be_bytes(word))
+    }
+
+    /// Reads a block of `len` bytes (after its length was read).
+    fn read_block(&mut self, len: u32) -> io::Result<Vec<u8>> {
+        let len = len as usize;
+        if len > MAX_TRANSFER {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{len}-byte transfer exceeds the {MAX_TRANSFER}-byte limit"),
+            ));
+        }
+        let mut block = vec![0u8; len];
+        self.read_exact(&mut block)?;
+        Ok(block)
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.writer.write_all(bytes)
+    }
+
+    fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.writer.peer_addr().ok()
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -258,24 +288,23 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// One TPM-port connection: one client.
-fn serve_tpm(shared: &Shared, stream: &mut TcpStream) -> io::Result<()> {
+fn serve_tpm(shared: &Shared, stream: &mut Connection) -> io::Result<()> {
     let client = ClientId(shared.next_client.fetch_add(1, Ordering::Relaxed));
-    shared
-        .log(1, format_args!("client {}: connected from {:?}", client.0, stream.peer_addr().ok()));
+    shared.log(1, format_args!("client {}: connected from {:?}", client.0, stream.peer()));
     let result = tpm_commands(shared, stream, client);
     shared.tpm().client_gone(client);
     shared.log(1, format_args!("client {}: gone, its objects and sessions flushed", client.0));
     result
 }
 
-fn tpm_commands(shared: &Shared, stream: &mut TcpStream, client: ClientId) -> io::Result<()> {
-    while let Some(code) = read_u32(stream)? {
+fn tpm_commands(shared: &Shared, stream: &mut Connection, client: ClientId) -> io::Result<()> {
+    while let Some(code) = stream.read_code()? {
         match code {
             SEND_COMMAND => {
                 let mut locality = [0u8; 1];
                 stream.read_exact(&mut locality)?;
-                let size = read_u32_required(stream)?;
-                let command = read_block(stream, size)?;
+                let size = stream.read_u32()?;
+                let command = stream.read_block(size)?;
                 let started = Instant::now();
                 let response = shared.tpm().execute(client, locality[0], &command);
                 log_command(shared, client, locality[0], &command, &response, started);
@@ -287,7 +316,7 @@ fn tpm_commands(shared: &Shared, stream: &mut TcpStream, client: ClientId) -> io
                 stream.write_all(&frame)?;
             }
             REMOTE_HANDSHAKE => {
-                let version = read_u32_required(stream)?;
+                let version = stream.read_u32()?;
                 shared.log(
                     1,
                     format_args!("client {}: handshake, client version {version}", client.0),
@@ -304,8 +333,8 @@ fn tpm_commands(shared: &Shared, stream: &mut TcpStream, client: ClientId) -> io
                 stream.write_all(&0u32.to_be_bytes())?;
             }
             HASH_DATA => {
-                let len = read_u32_required(stream)?;
-                let data = read_block(stream, len)?;
+                let len = stream.read_u32()?;
+                let data = stream.read_block(len)?;
                 shared.log(1, format_args!("client {}: HASH_DATA {} bytes", client.0, data.len()));
                 shared.tpm().hash_data(&data);
                 stream.write_all(&0u32.to_be_bytes())?;
@@ -359,8 +388,8 @@ fn log_command(
 }
 
 /// One platform-port connection: power, reset and the accepted no-ops.
-fn serve_platform(shared: &Shared, stream: &mut TcpStream) -> io::Result<()> {
-    while let Some(signal) = read_u32(stream)? {
+fn serve_platform(shared: &Shared, stream: &mut Connection) -> io::Result<()> {
+    while let Some(signal) = stream.read_code()? {
         let name = match signal {
             POWER_ON => {
                 shared.tpm().power_on();
