@@ -6,14 +6,45 @@
 //!   never repeat, and a key that is wiped on the first failure.
 //! - [`services`]: the registry of services that appear in the services
 //!   manifest (the vTPM registers its EK public area there).
-//! - [`dev_psp`] (feature `dev-psp`): the development PSP that answers the
-//!   client on the dev platform.
+//! - [`dev_psp`] and [`dev_handover`] (feature `dev-psp`): the development
+//!   PSP that answers the client on the dev platform, and how it gets its
+//!   keys from the boot image.
 //!
-//! The attestation protocol itself (protocol 1, the guest's calls) is
-//! `crate::protocols::attest`.
+//! The SVSM's two pieces of attestation state live here: the services
+//! ([`register_service`]; any time) and the report source the platform
+//! installs at boot ([`install_report_source`]: the guest-request client
+//! over the GHCB on SNP, over the development PSP on the dev platform).
+//! Without a report source the attestation protocol is not offered. The
+//! protocol itself (the guest's calls) is `crate::protocols::attest`.
 
 pub mod client;
+#[cfg(any(test, feature = "dev-psp"))]
+pub mod dev_handover;
 #[cfg(any(test, feature = "dev-psp"))]
 pub mod dev_psp;
 pub mod guest_msg;
 pub mod services;
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+
+use abi::attestation::Guid;
+use spin::Mutex;
+
+use crate::protocols::attest::ReportSource;
+use services::ServiceRegistry;
+
+/// The services and their manifest data.
+pub static SERVICES: Mutex<ServiceRegistry> = Mutex::new(ServiceRegistry::new());
+/// Where reports come from, once the platform installed it.
+pub static REPORTS: Mutex<Option<Box<dyn ReportSource + Send>>> = Mutex::new(None);
+
+/// Registers (or updates) a service's manifest data.
+pub fn register_service(guid: Guid, data: Vec<u8>) {
+    SERVICES.lock().register(guid, data);
+}
+
+/// Installs the platform's report source (once per boot).
+pub fn install_report_source(source: Box<dyn ReportSource + Send>) {
+    *REPORTS.lock() = Some(source);
+}

@@ -76,6 +76,23 @@ pub struct AttestContext<'a> {
     pub reports: &'a mut dyn ReportSource,
 }
 
+/// The versions served: none until the platform installed a report source.
+pub fn versions() -> Option<ProtocolVersions> {
+    crate::attest::REPORTS.lock().is_some().then_some(VERSIONS)
+}
+
+/// The dispatcher's entry: call `call` of protocol 1 with the SVSM's
+/// services and report source.
+pub fn handle_call(call: u32, regs: &mut CallRegisters, memory: &dyn GuestMemory) -> u32 {
+    let services = crate::attest::SERVICES.lock();
+    let mut reports = crate::attest::REPORTS.lock();
+    let Some(reports) = reports.as_mut() else {
+        return SVSM_ERR_UNSUPPORTED_PROTOCOL;
+    };
+    let mut context = AttestContext { services: &services, reports: reports.as_mut() };
+    handle(call, regs, memory, &mut context)
+}
+
 /// Handles call `call` of protocol 1; returns the result code for RAX.
 pub fn handle(
     call: u32,
