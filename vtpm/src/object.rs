@@ -84,6 +84,18 @@ impl Object {
         hierarchy: u32,
         parent_qualified: &[u8],
     ) -> TpmResult<Object> {
+        Self::with_rsa_key(public, sensitive, hierarchy, parent_qualified, None)
+    }
+
+    /// [`Object::new`] for a freshly generated key whose RSA private key is already built
+    /// (rebuilding it from the prime costs a modular inversion).
+    pub fn with_rsa_key(
+        public: Public,
+        sensitive: Option<Sensitive>,
+        hierarchy: u32,
+        parent_qualified: &[u8],
+        rsa_key: Option<RsaPrivateKey>,
+    ) -> TpmResult<Object> {
         let name = compute_name(&public);
         let qualified_name = match public.name_alg {
             Some(h) => {
@@ -99,7 +111,7 @@ impl Object {
             qualified_name,
             hierarchy,
             sensitive,
-            rsa_private: None,
+            rsa_private: rsa_key.map(Box::new),
             rsa_public: None,
             external: false,
             primary: false,
@@ -113,7 +125,7 @@ impl Object {
             (&self.public.params, &self.public.unique)
         {
             self.rsa_public = Some(Box::new(rsa::public_key(n, *exponent)?));
-            if let Some(s) = &self.sensitive {
+            if let (Some(s), None) = (&self.sensitive, &self.rsa_private) {
                 self.rsa_private =
                     Some(Box::new(rsa::private_from_prime(n, *exponent, &s.secret)?));
             }

@@ -117,11 +117,10 @@ pub struct Transient {
     pub item: Loaded,
 }
 
-/// A derived RSA primary key: lookup key (hash of seed and template), modulus, prime.
+/// A derived RSA primary key and its lookup key (hash of seed and template).
 pub struct CachedPrimary {
     pub key: Vec<u8>,
-    pub modulus: Vec<u8>,
-    pub prime: Zeroizing<Vec<u8>>,
+    pub private: Box<crate::crypto::rsa::RsaPrivateKey>,
 }
 
 /// State saved by TPM2_Shutdown(TPM_SU_STATE) for a later TPM Resume/Restart.

@@ -38,17 +38,14 @@ impl KeySource for PrimarySource<'_> {
 
     fn rsa(&mut self, bits: u16, exponent: u32) -> TpmResult<RsaPrivateKey> {
         if let Some(c) = self.cache.iter().find(|c| c.key == self.cache_key) {
-            return rsa::private_from_prime(&c.modulus, exponent, &c.prime);
+            return Ok((*c.private).clone());
         }
         let key = rsa::generate(&mut self.stream, bits, exponent)?;
         if self.cache.len() == PRIMARY_CACHE {
             self.cache.remove(0);
         }
-        self.cache.push(CachedPrimary {
-            key: self.cache_key.clone(),
-            modulus: rsa::modulus_bytes(key.as_public_key()),
-            prime: rsa::prime_bytes(&key),
-        });
+        self.cache
+            .push(CachedPrimary { key: self.cache_key.clone(), private: Box::new(key.clone()) });
         Ok(key)
     }
 }
@@ -97,8 +94,14 @@ impl Tpm {
         let mut public = p.public.clone();
         let result = generate(&mut public, &p.auth, &p.data, &mut src);
         self.primary_cache = cache;
-        let (sensitive, _) = result.param(1)?;
-        let mut obj = Object::new(public, Some(sensitive), hierarchy, &hierarchy.to_be_bytes())?;
+        let (sensitive, rsa_key) = result.param(1)?;
+        let mut obj = Object::with_rsa_key(
+            public,
+            Some(sensitive),
+            hierarchy,
+            &hierarchy.to_be_bytes(),
+            rsa_key,
+        )?;
         obj.primary = true;
         Ok(obj)
     }
@@ -108,10 +111,16 @@ impl Tpm {
         validate_public(&p.public, Some(&parent.public)).param(2)?;
         let mut public = p.public.clone();
         let mut src = RandomSource(self.rng());
-        let (sensitive, _) = generate(&mut public, &p.auth, &p.data, &mut src).param(1)?;
+        let (sensitive, rsa_key) = generate(&mut public, &p.auth, &p.data, &mut src).param(1)?;
         let name = compute_name(&public);
         let private = protect(parent, &name, public.kind, &sensitive)?;
-        let obj = Object::new(public, Some(sensitive), parent.hierarchy, &parent.qualified_name)?;
+        let obj = Object::with_rsa_key(
+            public,
+            Some(sensitive),
+            parent.hierarchy,
+            &parent.qualified_name,
+            rsa_key,
+        )?;
         Ok((obj, private))
     }
 

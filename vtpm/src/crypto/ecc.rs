@@ -74,6 +74,7 @@ macro_rules! curve_ops {
             use $c::ecdsa::signature::hazmat::{PrehashVerifier, RandomizedPrehashSigner};
             use $c::ecdsa::{Signature, SigningKey, VerifyingKey};
             use $c::elliptic_curve::sec1::ToSec1Point;
+            use $c::elliptic_curve::group::Group;
             use $c::{AffinePoint, FieldBytes, NonZeroScalar, ProjectivePoint, PublicKey, Scalar};
 
             const SIZE: usize = core::mem::size_of::<FieldBytes>();
@@ -110,7 +111,7 @@ macro_rules! curve_ops {
                     draw(&mut bytes[..]);
                     let fb = FieldBytes::try_from(&bytes[..]).expect("field size");
                     if let Some(d) = Option::<NonZeroScalar>::from(NonZeroScalar::from_repr(fb)) {
-                        let q = (ProjectivePoint::GENERATOR * *d).to_affine();
+                        let q = ProjectivePoint::mul_by_generator(&*d).to_affine();
                         let p = point(&q).expect("a non-zero multiple of G is not the identity");
                         return (Zeroizing::new(bytes.to_vec()), p);
                     }
@@ -119,7 +120,7 @@ macro_rules! curve_ops {
 
             pub fn public_of(d: &[u8]) -> TpmResult<Point> {
                 let d = scalar(d)?;
-                point(&(ProjectivePoint::GENERATOR * *d).to_affine())
+                point(&ProjectivePoint::mul_by_generator(&*d).to_affine())
             }
 
             pub fn multiply(d: &[u8], q: &Point) -> TpmResult<Point> {
