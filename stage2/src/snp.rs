@@ -1,8 +1,11 @@
-//! The two SNP instructions stage2 needs: PVALIDATE, and the GHCB MSR
+//! The two SNP operations stage2 needs: PVALIDATE, and the GHCB MSR
 //! protocol's termination request. Only executed when the measured boot
-//! parameters say the image runs on SNP.
+//! parameters say the image runs on SNP. Encodings and return codes come
+//! from `abi::snp_instr` and `abi::ghcb`, shared with the kernel.
 
+use abi::ghcb::{MSR_GHCB, MsrRequest, TerminationReason};
 use abi::paging::PageSize;
+use abi::snp_instr::{self, PvalidateInput, RmpPageSize};
 use stage2::validate::{PageValidator, PvalidateError};
 
 /// PVALIDATE through the real instruction.
@@ -10,7 +13,8 @@ pub struct Pvalidate;
 
 impl PageValidator for Pvalidate {
     fn validate(&mut self, addr: u64, size: PageSize) -> Result<(), PvalidateError> {
-        let size_code: u64 = if size == PageSize::Size2M { 1 } else { 0 };
+        let size = if size == PageSize::Size2M { RmpPageSize::Size2M } else { RmpPageSize::Size4K };
+        let [rax, rcx, rdx] = PvalidateInput { va: addr, size, validate: true }.registers();
         let result: u64;
         let carry: u8;
         // SAFETY: PVALIDATE (F2 0F 01 FF) changes only the RMP state of the
@@ -21,26 +25,25 @@ impl PageValidator for Pvalidate {
                 ".byte 0xf2, 0x0f, 0x01, 0xff",
                 "setc {carry}",
                 carry = out(reg_byte) carry,
-                inout("rax") addr => result,
-                in("rcx") size_code,
-                in("rdx") 1u64,
+                inout("rax") rax => result,
+                in("rcx") rcx,
+                in("rdx") rdx,
                 options(nostack),
             );
         }
-        match (result as u32, carry) {
-            (0, 0) => Ok(()),
-            (0, _) => Err(PvalidateError::Unchanged),
-            (1, _) => Err(PvalidateError::Input),
-            (6, _) => Err(PvalidateError::SizeMismatch),
-            (code, _) => Err(PvalidateError::Other(code)),
-        }
+        snp_instr::pvalidate_result(result as u32, carry != 0).map_err(|error| match error {
+            snp_instr::PvalidateError::Input => PvalidateError::Input,
+            snp_instr::PvalidateError::SizeMismatch => PvalidateError::SizeMismatch,
+            snp_instr::PvalidateError::Unchanged => PvalidateError::Unchanged,
+            snp_instr::PvalidateError::Other(code) => PvalidateError::Other(code),
+        })
     }
 }
 
-/// GHCB MSR protocol termination request (0x100), reason set 0, code 0.
+/// GHCB MSR protocol termination request with this SVSM's "stage2 failed"
+/// reason (set 3, code 0x24), so a host's log says where the boot stopped.
 pub fn terminate() -> ! {
-    const GHCB_MSR: u32 = 0xC001_0130;
-    const TERMINATE_REQUEST: u64 = 0x100;
+    let request = MsrRequest::Terminate(TerminationReason::SVSM_STAGE2_FAILED).encode();
     loop {
         // SAFETY: writing the GHCB MSR and VMGEXIT asks the hypervisor to
         // end the VM; nothing in this VM's memory changes.
@@ -48,9 +51,9 @@ pub fn terminate() -> ! {
             core::arch::asm!(
                 "wrmsr",
                 "rep vmmcall",
-                in("ecx") GHCB_MSR,
-                in("eax") TERMINATE_REQUEST as u32,
-                in("edx") 0u32,
+                in("ecx") MSR_GHCB,
+                in("eax") request as u32,
+                in("edx") (request >> 32) as u32,
                 options(nostack),
             );
         }

@@ -59,6 +59,9 @@ pub enum GhcbError {
     /// An operand the caller passed is out of range (port I/O size not 1, 2
     /// or 4).
     InvalidArgument,
+    /// No GHCB to call with: not set up yet, or in use by the code this
+    /// CPU interrupted.
+    Unavailable,
 }
 
 /// How a guest request (NAE 0x8000_0011/12) ended without a response.
