@@ -267,6 +267,34 @@ core::arch::global_asm!(
     "#
 );
 
+/// The guest's layout, once the platform knows it (bare metal).
+#[cfg(target_os = "none")]
+static LAYOUT: spin::Once<GuestLayout> = spin::Once::new();
+/// Guest pages the SVSM holds (bare metal: one set for the whole SVSM).
+#[cfg(target_os = "none")]
+pub static OWNED: OwnedPages = OwnedPages::new();
+
+/// Records the guest's layout (once, at boot, by the platform).
+#[cfg(target_os = "none")]
+pub fn init_layout(layout: GuestLayout) -> &'static GuestLayout {
+    LAYOUT.call_once(|| layout)
+}
+
+/// The guest's layout, if a platform that runs guests set it.
+#[cfg(target_os = "none")]
+pub fn layout() -> Option<&'static GuestLayout> {
+    LAYOUT.get()
+}
+
+/// The guest's memory as the SVSM may touch it for the guest: checked
+/// against the layout and [`OWNED`]. Without a layout (no guest), nothing
+/// is guest memory.
+#[cfg(target_os = "none")]
+pub fn guest() -> CheckedGuestMemory<'static> {
+    static EMPTY: GuestLayout = GuestLayout { ram: Vec::new(), svsm: Vec::new() };
+    CheckedGuestMemory::new(layout().unwrap_or(&EMPTY), &OWNED, &DirectMap)
+}
+
 #[cfg(target_os = "none")]
 impl DirectMap {
     fn address(gpa: u64, len: u64) -> Result<u64, Fault> {

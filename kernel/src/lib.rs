@@ -18,6 +18,7 @@ pub mod crb;
 pub mod guest_mem;
 pub mod mm;
 pub mod protocols;
+pub mod requests;
 pub mod sev;
 pub mod svm;
 pub mod testing;

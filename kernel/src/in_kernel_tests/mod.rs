@@ -2,6 +2,7 @@
 //! needs real page tables, exceptions, per-CPU data and the platform.
 
 mod cpu;
+mod dev;
 mod memory;
 mod platform;
 mod vtpm;

@@ -28,7 +28,7 @@ kernel_test! {
         // SAFETY: EFER and VM_HSAVE_PA exist when SVM does.
         let (efer, hsave) = unsafe { (rdmsr(MSR_EFER), rdmsr(dev::MSR_VM_HSAVE_PA)) };
         check!(efer & EFER_SVME != 0, "EFER.SVME off on the dev platform");
-        check_eq!(hsave, dev.host_save_area);
+        check_eq!(Some(hsave), dev.host_save_area());
         check!(dev.capabilities.asids >= 2, "{:?}", dev.capabilities);
     }
 }

@@ -1,20 +1,64 @@
 //! The dev platform: a CPU with AMD SVM and nested paging but no SNP (QEMU
-//! TCG with an EPYC model, nested SVM on AMD hosts). The SVSM turns SVM on
-//! and will run the guest under VMRUN, playing the part SNP hardware and the
-//! hypervisor play on a real host.
+//! TCG with an EPYC model, nested SVM on AMD hosts). The SVSM plays the
+//! part SNP hardware and the hypervisor play on a real host: it runs the
+//! guest under VMRUN from the guest's VMSA page and stores the state back
+//! on every return, keeps an emulated RMP behind PVALIDATE and RMPADJUST,
+//! and keeps the guest out of its memory with nested page tables.
+//!
+//! Each CPU runs with GIF = 0 outside the guest (VMRUN sets it for the
+//! guest, #VMEXIT clears it): no interrupt, NMI or INIT reaches the SVSM,
+//! which owns no device once the guest runs; they are the guest's.
+//!
+//! Intercepts: VMMCALL (VMGEXIT is `rep vmmcall`), the GHCB MSR and
+//! SEV_STATUS, writes of the SVM MSRs, nested page faults, shutdown, INIT,
+//! and the SVM instructions (answered with #UD). TCG reports no next RIP,
+//! so intercepted instructions are decoded from guest memory.
 
-use spin::Once;
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
-use super::{Platform, PlatformKind, halt_forever};
+use abi::boot::{KernelBootInfo, MemoryRange};
+use abi::ghcb::MSR_GHCB;
+use abi::layout::{FIRMWARE_MAX_SIZE, FIRMWARE_STAGING_BASE, LARGE_PAGE_SIZE, PAGE_SIZE};
+use abi::sev_status::MSR_SEV_STATUS;
+use abi::snp_instr::{
+    PvalidateError, RmpAdjustAttributes, RmpAdjustError, RmpPageSize, VmplPermissions,
+};
+use abi::vmcb::{GuestGprs, NP_ENABLE, TLB_FLUSH_ALL, Vmcb, event, exit, misc1, misc2, npf};
+use abi::vmsa::{EFER_SVME, EXIT_CODE_VMGEXIT, Vmsa, vintr};
+use spin::{Mutex, Once};
+use zerocopy::FromZeros;
+
+use super::{GuestExit, GuestStop, GuestVcpu, MemoryAccess, Platform, PlatformKind, halt_forever};
 use crate::cpu::io::{DirectIo, IoPort};
-use crate::cpu::registers::{EFER_SVME, MSR_EFER, cpuid, rdmsr, wrmsr};
-use crate::mm::FRAMES;
+use crate::cpu::registers::{EFER_SVME as HOST_EFER_SVME, MSR_EFER, cpuid, rdmsr, wrmsr};
+use crate::guest_mem::{self, GuestLayout, GuestMemory};
+use crate::mm::paging::{phys_to_virt, virt_to_phys};
+use crate::mm::{FRAMES, with_kernel_tables};
+use crate::svm::decode::{self, GuestPaging, GuestPhysRead, Intercepted};
+use crate::svm::fpu::{XSTATE_MANAGED, XsaveArea};
+use crate::svm::ghcb::{GhcbState, VmgexitAction};
+use crate::svm::npt::{Access, NestedTables};
+use crate::svm::rmp::{PageState, Rmp};
+use crate::svm::vmrun;
 
 /// VM_CR: SVM configuration (bit 4: SVM disabled by firmware).
 const MSR_VM_CR: u32 = 0xC001_0114;
 const VM_CR_SVMDIS: u64 = 1 << 4;
 /// VM_HSAVE_PA: where VMRUN saves the host's state.
 pub const MSR_VM_HSAVE_PA: u32 = 0xC001_0117;
+/// The VMPL the dev platform runs guests at.
+pub const GUEST_VMPL: u8 = 2;
+/// The guest-physical space the nested tables cover.
+const GUEST_PHYSICAL_LIMIT: u64 = 1 << 39;
+/// Most CPUs the dev platform keeps state for.
+const MAX_CPUS: usize = 64;
+const CR4_OSFXSR: u64 = 1 << 9;
+const CR4_OSXMMEXCPT: u64 = 1 << 10;
+const CR4_OSXSAVE: u64 = 1 << 18;
+const EFER_LMA: u64 = 1 << 10;
+const CS_LONG: u16 = 1 << 9;
 
 /// What CPUID leaf 0x8000000A says about SVM.
 #[derive(Clone, Copy, Debug)]
@@ -34,16 +78,68 @@ impl SvmCapabilities {
     }
 }
 
+/// The guest firmware's window below 4 GiB and where its image is staged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FirmwareWindow {
+    /// First guest-physical address of the window (its end is 4 GiB).
+    pub base: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Where the image lies in memory (SVSM region).
+    pub staging: u64,
+}
+
+impl FirmwareWindow {
+    fn contains(&self, gpa: u64, len: u64) -> bool {
+        MemoryRange { base: self.base, size: self.size }
+            .contains_range(&MemoryRange { base: gpa, size: len })
+    }
+}
+
+/// The guest's memory state: the emulated RMP and the nested tables that
+/// follow it, changed together.
+struct GuestMemoryState {
+    rmp: Rmp,
+    npt: NestedTables,
+}
+
 /// The dev platform's state.
 pub struct Dev {
     /// SVM capabilities of the CPU.
     pub capabilities: SvmCapabilities,
-    /// Physical address of the host save area.
-    pub host_save_area: u64,
+    /// The guest firmware's window, if the boot image has firmware.
+    pub firmware: Option<FirmwareWindow>,
+    memory: Mutex<GuestMemoryState>,
+    /// Bumped whenever the nested tables lose rights: each CPU flushes
+    /// its guest TLB before it enters the guest with a newer value.
+    npt_generation: AtomicU64,
+    n_cr3: u64,
+    msrpm_pa: u64,
+    iopm_pa: u64,
+    /// XCR0 bits the CPU supports (0 without XSAVE).
+    supported_xcr0: u64,
+    mxcsr_mask: u32,
+}
+
+/// One CPU's dev-platform state.
+struct DevCpu {
+    host_save_area: u64,
+    vmcb: Box<Vmcb>,
+    host_vmcb: Box<Vmcb>,
+    gprs: GuestGprs,
+    fpu: Box<XsaveArea>,
+    /// The vCPU whose x87/SSE state and GHCB MSR this CPU holds.
+    current: Option<u64>,
+    ghcb: GhcbState,
+    /// SEV_STATUS as the current vCPU reads it.
+    sev_status: u64,
+    npt_generation: u64,
 }
 
 static DEV: Once<Dev> = Once::new();
 static DIRECT_IO: DirectIo = DirectIo;
+static CPUS: [AtomicPtr<DevCpu>; MAX_CPUS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
 
 impl Platform for Dev {
     fn kind(&self) -> PlatformKind {
@@ -62,6 +158,336 @@ impl Platform for Dev {
         DIRECT_IO.outb(abi::layout::DEBUG_EXIT_PORT, code);
         halt_forever()
     }
+
+    fn runs_guests(&self) -> bool {
+        true
+    }
+
+    fn pvalidate(&self, gpa: u64, size: RmpPageSize, validate: bool) -> Result<(), PvalidateError> {
+        self.memory.lock().rmp.pvalidate(gpa, size, validate)
+    }
+
+    fn rmpadjust(
+        &self,
+        gpa: u64,
+        size: RmpPageSize,
+        attributes: RmpAdjustAttributes,
+    ) -> Result<(), RmpAdjustError> {
+        let mut memory = self.memory.lock();
+        memory.rmp.rmpadjust(gpa, size, attributes)?;
+        if attributes.target_vmpl == GUEST_VMPL {
+            self.sync_npt(&mut memory, gpa, size.bytes());
+        }
+        Ok(())
+    }
+
+    fn run_guest(&self, vcpu: &GuestVcpu) -> GuestExit {
+        let Some(cpu) = this_cpu() else {
+            return GuestExit::Stopped(GuestStop::InvalidState);
+        };
+        // SAFETY: the trait's contract: the VMSA is SVSM-held and the
+        // caller runs this vCPU on this CPU alone.
+        let vmsa = unsafe { &mut *(phys_to_virt(vcpu.vmsa_pa) as *mut Vmsa) };
+        if vmsa.efer & EFER_SVME == 0 || vmsa.vmpl != GUEST_VMPL {
+            return GuestExit::Stopped(GuestStop::InvalidState);
+        }
+        if cpu.current != Some(vcpu.id) {
+            cpu.ghcb = GhcbState::default();
+            if !self.load_fpu(cpu, vmsa) {
+                cpu.current = None;
+                return GuestExit::Stopped(GuestStop::InvalidState);
+            }
+            cpu.current = Some(vcpu.id);
+        }
+        cpu.sev_status = 0b111 | (vmsa.sev_features << 2);
+        cpu.vmcb.load_vmsa(vmsa);
+        cpu.gprs = GuestGprs::from_vmsa(vmsa);
+        vmsa.vintr_ctrl |= vintr::BUSY;
+        let result = self.run(cpu);
+        cpu.vmcb.store_vmsa(vmsa);
+        cpu.gprs.store(vmsa);
+        self.store_fpu(cpu, vmsa);
+        vmsa.vintr_ctrl &= !vintr::BUSY;
+        if result == GuestExit::Request {
+            vmsa.guest_exit_code = EXIT_CODE_VMGEXIT;
+        }
+        result
+    }
+}
+
+/// This CPU's state, if the dev platform set it up here.
+fn this_cpu() -> Option<&'static mut DevCpu> {
+    let index = crate::cpu::percpu::current().index as usize;
+    let cpu = CPUS.get(index)?.load(Ordering::Acquire);
+    // SAFETY: the pointer comes from a leaked Box made for this CPU index
+    // by `init_this_cpu`; only this CPU uses it, and `run_guest` is not
+    // reentrant (nothing interrupts the host: GIF = 0).
+    unsafe { cpu.as_mut() }
+}
+
+/// A successful exit decision inside the run loop.
+enum Next {
+    /// Enter the guest again.
+    Resume,
+    /// Return to the SVSM.
+    Leave(GuestExit),
+}
+
+impl Dev {
+    /// Runs the loaded guest state until an exit the SVSM must see.
+    fn run(&self, cpu: &mut DevCpu) -> GuestExit {
+        loop {
+            let generation = self.npt_generation.load(Ordering::Acquire);
+            cpu.vmcb.control.tlb_control =
+                if generation != cpu.npt_generation { TLB_FLUSH_ALL } else { 0 };
+            cpu.npt_generation = generation;
+            let vmcb_pa = virt_to_phys(&*cpu.vmcb as *const Vmcb as u64)
+                .expect("VMCBs live in the direct-mapped heap");
+            let host_pa = virt_to_phys(&*cpu.host_vmcb as *const Vmcb as u64)
+                .expect("VMCBs live in the direct-mapped heap");
+            // SAFETY: the VMCB was set up by `init_this_cpu` (intercepts,
+            // nested tables without SVSM memory, ASID 1) and loaded from a
+            // VMSA; SVM is on and GIF is 0 on this CPU.
+            unsafe { vmrun::vmrun(vmcb_pa, &mut cpu.gprs, host_pa) };
+            let exit_int_info = cpu.vmcb.control.exit_int_info;
+            cpu.vmcb.control.event_inj =
+                if exit_int_info & event::VALID != 0 { exit_int_info } else { 0 };
+            match self.handle_exit(cpu) {
+                Next::Resume => {}
+                Next::Leave(result) => return result,
+            }
+        }
+    }
+
+    fn handle_exit(&self, cpu: &mut DevCpu) -> Next {
+        let control = &cpu.vmcb.control;
+        let (code, info1, info2) = (control.exit_code, control.exit_info1, control.exit_info2);
+        match code {
+            exit::VMMCALL => self.vmmcall(cpu),
+            exit::MSR => self.msr(cpu, info1 == abi::ghcb::MSR_EXIT_WRITE),
+            exit::NPF => Next::Leave(GuestExit::Stopped(self.forbidden(cpu, info1, info2))),
+            exit::SHUTDOWN => Next::Leave(GuestExit::Stopped(GuestStop::Shutdown)),
+            exit::VMRUN
+            | exit::VMLOAD
+            | exit::VMSAVE
+            | exit::STGI
+            | exit::CLGI
+            | exit::SKINIT
+            | exit::INVLPGA => {
+                inject(cpu, event::exception(6, None));
+                Next::Resume
+            }
+            _ if code & 0xFFFF_FFFF == exit::INVALID => {
+                Next::Leave(GuestExit::Stopped(GuestStop::InvalidState))
+            }
+            _ => Next::Leave(unhandled(cpu)),
+        }
+    }
+
+    /// Decodes the intercepted instruction at the guest's RIP.
+    fn decode(&self, cpu: &DevCpu) -> Option<(Intercepted, usize)> {
+        let save = &cpu.vmcb.save;
+        let paging = GuestPaging { cr0: save.cr0, cr3: save.cr3, cr4: save.cr4, efer: save.efer };
+        let long_mode = save.efer & EFER_LMA != 0 && save.cs.attrib & CS_LONG != 0;
+        let linear = if long_mode { save.rip } else { save.cs.base.wrapping_add(save.rip) };
+        let mut bytes = [0u8; decode::MAX_INSTRUCTION_LENGTH];
+        let reader = GuestCode { dev: self };
+        let count = decode::fetch(&paging, linear, &reader, &mut bytes).ok()?;
+        decode::decode_intercepted(&bytes[..count], long_mode)
+    }
+
+    fn vmmcall(&self, cpu: &mut DevCpu) -> Next {
+        let Some((Intercepted::Vmmcall { rep }, length)) = self.decode(cpu) else {
+            return Next::Leave(unhandled(cpu));
+        };
+        if !rep {
+            // A plain VMMCALL: no hypervisor call on this platform.
+            inject(cpu, event::exception(6, None));
+            return Next::Resume;
+        }
+        let memory = guest_mem::guest();
+        let action = cpu.ghcb.vmgexit(&memory, &|leaf| cpuid(leaf, 0));
+        let stop = match action {
+            VmgexitAction::Resume => None,
+            VmgexitAction::RunVmpl0 => Some(GuestExit::Request),
+            VmgexitAction::Park => Some(GuestExit::Stopped(GuestStop::Parked)),
+            VmgexitAction::Terminate(reason) => Some(GuestExit::Stopped(GuestStop::Terminated {
+                set: reason.set,
+                code: reason.code,
+            })),
+            VmgexitAction::Refused(what) => {
+                log::warn!("guest VMGEXIT with {what} (GHCB MSR {:#x})", cpu.ghcb.msr);
+                return Next::Leave(unhandled(cpu));
+            }
+        };
+        advance(cpu, length);
+        match stop {
+            None => Next::Resume,
+            Some(result) => Next::Leave(result),
+        }
+    }
+
+    fn msr(&self, cpu: &mut DevCpu, write: bool) -> Next {
+        let Some((Intercepted::Rdmsr | Intercepted::Wrmsr, length)) = self.decode(cpu) else {
+            return Next::Leave(unhandled(cpu));
+        };
+        let msr = cpu.gprs.rcx as u32;
+        let value = (cpu.gprs.rdx << 32) | (cpu.vmcb.save.rax & 0xFFFF_FFFF);
+        let read = match (msr, write) {
+            (MSR_GHCB, true) => {
+                cpu.ghcb.msr = value;
+                None
+            }
+            (MSR_GHCB, false) => Some(cpu.ghcb.msr),
+            (MSR_SEV_STATUS, false) => Some(cpu.sev_status),
+            // VM_HSAVE_PA belongs to the SVSM: the guest reads 0.
+            (MSR_VM_HSAVE_PA, false) => Some(0),
+            // SAFETY: VM_CR exists where SVM does; reading it has no
+            // side effects.
+            (MSR_VM_CR, false) => Some(unsafe { rdmsr(MSR_VM_CR) }),
+            _ => {
+                inject(cpu, event::exception(13, Some(0)));
+                return Next::Resume;
+            }
+        };
+        if let Some(value) = read {
+            cpu.vmcb.save.rax = value & 0xFFFF_FFFF;
+            cpu.gprs.rdx = value >> 32;
+        }
+        advance(cpu, length);
+        Next::Resume
+    }
+
+    /// The report of a nested page fault: what the guest touched and whose
+    /// it is.
+    fn forbidden(&self, cpu: &DevCpu, info1: u64, gpa: u64) -> GuestStop {
+        let access = if info1 & npf::FETCH != 0 {
+            MemoryAccess::Fetch
+        } else if info1 & npf::WRITE != 0 {
+            MemoryAccess::Write
+        } else {
+            MemoryAccess::Read
+        };
+        GuestStop::ForbiddenAccess { gpa, rip: cpu.vmcb.save.rip, access, owner: self.owner(gpa) }
+    }
+
+    /// Who a guest-physical page belongs to, for reports.
+    pub fn owner(&self, gpa: u64) -> &'static str {
+        if guest_mem::layout().is_some_and(|layout| layout.is_svsm(gpa)) {
+            return "svsm";
+        }
+        if let Some(owner) = guest_mem::OWNED.owner(gpa) {
+            return owner.name();
+        }
+        match self.memory.lock().rmp.page(gpa) {
+            Some(page) if page.permissions(GUEST_VMPL) == VmplPermissions::NONE => {
+                "guest, without access (not granted or rescinded)"
+            }
+            Some(_) => "guest",
+            None => "nobody (not memory)",
+        }
+    }
+
+    /// Makes the nested tables of `[gpa, gpa + size)` follow the RMP.
+    fn sync_npt(&self, memory: &mut GuestMemoryState, gpa: u64, size: u64) {
+        let mut at = gpa;
+        while at < gpa + size {
+            let large = at.is_multiple_of(LARGE_PAGE_SIZE)
+                && gpa + size - at >= LARGE_PAGE_SIZE
+                && memory.rmp.is_large(at);
+            let step = if large { LARGE_PAGE_SIZE } else { PAGE_SIZE };
+            let access = memory
+                .rmp
+                .page(at)
+                .and_then(|page| Access::from_permissions(page.permissions(GUEST_VMPL)));
+            let npt = memory.npt;
+            let pa = self.host_address(at);
+            let mapped = with_kernel_tables(|_, tables| npt.map(tables, at, pa, step, access));
+            if let Err(error) = mapped {
+                // Out of frames for a split: the page stays as it was,
+                // which may keep rights the RMP removed. Refuse to go on.
+                panic!("nested tables: cannot map {at:#x}: {error:?}");
+            }
+            at += step;
+        }
+        self.npt_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The host-physical address behind guest-physical `gpa`.
+    fn host_address(&self, gpa: u64) -> u64 {
+        match self.firmware {
+            Some(window) if window.contains(gpa, 1) => window.staging + (gpa - window.base),
+            _ => gpa,
+        }
+    }
+
+    fn load_fpu(&self, cpu: &mut DevCpu, vmsa: &Vmsa) -> bool {
+        if self.supported_xcr0 == 0 {
+            return true;
+        }
+        let xcr0 = vmsa.xcr0;
+        if xcr0 & !self.supported_xcr0 != 0 {
+            return false;
+        }
+        *cpu.fpu = XsaveArea::from_vmsa(vmsa, xcr0 & XSTATE_MANAGED, self.mxcsr_mask);
+        // SAFETY: CR4.OSXSAVE is set on every CPU the dev platform runs
+        // on; the SVSM uses no x87/SSE state; faults are recovered.
+        unsafe { vmrun::xsetbv(xcr0) && vmrun::xrstor(&cpu.fpu, xcr0 & XSTATE_MANAGED) }
+    }
+
+    fn store_fpu(&self, cpu: &mut DevCpu, vmsa: &mut Vmsa) {
+        if self.supported_xcr0 == 0 {
+            return;
+        }
+        let xcr0 = vmrun::xgetbv();
+        // SAFETY: CR4.OSXSAVE is set; the components are a subset of the
+        // current XCR0; the area is 64-byte aligned and large enough.
+        unsafe { vmrun::xsave(&mut cpu.fpu, xcr0 & XSTATE_MANAGED) };
+        cpu.fpu.store(vmsa);
+        vmsa.xcr0 = xcr0;
+    }
+}
+
+fn inject(cpu: &mut DevCpu, event: u64) {
+    cpu.vmcb.control.event_inj = event;
+}
+
+fn advance(cpu: &mut DevCpu, length: usize) {
+    cpu.vmcb.save.rip = cpu.vmcb.save.rip.wrapping_add(length as u64);
+    cpu.vmcb.control.interrupt_shadow = 0;
+}
+
+fn unhandled(cpu: &DevCpu) -> GuestExit {
+    let control = &cpu.vmcb.control;
+    GuestExit::Stopped(GuestStop::Unhandled {
+        exit_code: control.exit_code,
+        info1: control.exit_info1,
+        info2: control.exit_info2,
+        rip: cpu.vmcb.save.rip,
+    })
+}
+
+/// Guest memory as the instruction fetch sees it: RAM through the checked
+/// accessor, and the firmware window (read from the staged image).
+struct GuestCode<'a> {
+    dev: &'a Dev,
+}
+
+impl GuestPhysRead for GuestCode<'_> {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Option<()> {
+        if let Some(window) = self.dev.firmware
+            && window.contains(gpa, buf.len() as u64)
+        {
+            let pa = window.staging + (gpa - window.base);
+            // SAFETY: the staged image lies in the direct-mapped SVSM
+            // region and is only read.
+            let src =
+                unsafe { core::slice::from_raw_parts(phys_to_virt(pa) as *const u8, buf.len()) };
+            buf.copy_from_slice(src);
+            return Some(());
+        }
+        guest_mem::guest().read(gpa, buf).ok()
+    }
 }
 
 /// The dev platform's state, if this boot runs on it.
@@ -69,23 +495,186 @@ pub fn state() -> Option<&'static Dev> {
     DEV.get()
 }
 
-/// Turns SVM on: checks firmware did not disable it, sets EFER.SVME and
-/// gives the CPU a host save area.
-pub fn init() -> Result<&'static dyn Platform, &'static str> {
+impl Dev {
+    /// This CPU's host save area (VM_HSAVE_PA), if SVM is set up here.
+    pub fn host_save_area(&self) -> Option<u64> {
+        this_cpu().map(|cpu| cpu.host_save_area)
+    }
+}
+
+/// Allocates `pages` zeroed contiguous frames; returns their address.
+fn zeroed_frames(pages: usize) -> Result<u64, &'static str> {
+    let pa = FRAMES.lock().allocate_contiguous(pages, 1).map_err(|_| "out of frames")?;
+    // SAFETY: fresh frames of the kernel region, direct mapped, used by
+    // nothing else.
+    unsafe { core::ptr::write_bytes(phys_to_virt(pa) as *mut u8, 0, pages * PAGE_SIZE as usize) };
+    Ok(pa)
+}
+
+/// Sets the bits of `msr` (0 = read, 1 = write) in the MSR permission map.
+fn intercept_msr(msrpm_pa: u64, msr: u32, read: bool, write: bool) {
+    let (base, offset) = match msr {
+        0..=0x1FFF => (0, msr),
+        0xC000_0000..=0xC000_1FFF => (0x800, msr - 0xC000_0000),
+        0xC001_0000..=0xC001_1FFF => (0x1000, msr - 0xC001_0000),
+        _ => return,
+    };
+    let bit = offset * 2;
+    let byte = phys_to_virt(msrpm_pa) + u64::from(base + bit / 8);
+    let mask = (u8::from(read) | (u8::from(write) << 1)) << (bit % 8);
+    // SAFETY: the byte lies in the 8 KiB permission map, a kernel frame.
+    unsafe { *(byte as *mut u8) |= mask };
+}
+
+/// The guest's layout on this boot: its RAM from the memory map, minus the
+/// SVSM's region (kernel region and firmware staging area).
+fn guest_layout(info: &KernelBootInfo) -> GuestLayout {
+    let staging = MemoryRange { base: FIRMWARE_STAGING_BASE, size: FIRMWARE_MAX_SIZE };
+    GuestLayout::new(info.memory_ranges(), &[info.kernel_region, staging])
+}
+
+/// RAM ranges with the SVSM's ranges cut out.
+fn carve(ram: &[MemoryRange], svsm: &[MemoryRange]) -> Vec<MemoryRange> {
+    let mut pieces: Vec<MemoryRange> = ram.to_vec();
+    for hole in svsm {
+        let Some(hole_end) = hole.end() else { continue };
+        pieces = pieces
+            .into_iter()
+            .flat_map(|r| {
+                let end = r.end().unwrap_or(r.base);
+                let below =
+                    MemoryRange { base: r.base, size: hole.base.clamp(r.base, end) - r.base };
+                let above_base = hole_end.clamp(r.base, end);
+                let above = MemoryRange { base: above_base, size: end - above_base };
+                [below, above]
+            })
+            .filter(|r| r.size > 0)
+            .collect();
+    }
+    pieces
+}
+
+/// Turns SVM on for the boot CPU and builds the guest's memory state:
+/// the RMP over guest RAM (not validated, VMPL1-3 full access: memory a
+/// non-SNP guest owns outright) and over the firmware window (validated,
+/// no lower-VMPL access, as launched), and the nested tables.
+pub fn init(info: &KernelBootInfo) -> Result<&'static dyn Platform, &'static str> {
     // SAFETY: VM_CR exists on every CPU that reports SVM (checked by the
     // caller); reading it has no side effects.
-    let vm_cr = unsafe { rdmsr(MSR_VM_CR) };
-    if vm_cr & VM_CR_SVMDIS != 0 {
+    if unsafe { rdmsr(MSR_VM_CR) } & VM_CR_SVMDIS != 0 {
         return Err("SVM is disabled by firmware (VM_CR.SVMDIS)");
-    }
-    let host_save_area = FRAMES.lock().allocate().map_err(|_| "no frame for the host save area")?;
-    // SAFETY: setting EFER.SVME only enables the SVM instructions; the host
-    // save area is a frame owned by the kernel for ever.
-    unsafe {
-        wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SVME);
-        wrmsr(MSR_VM_HSAVE_PA, host_save_area);
     }
     let [revision, asids, _, features] = cpuid(0x8000_000A, 0);
     let capabilities = SvmCapabilities { revision: revision & 0xFF, asids, features };
-    Ok(DEV.call_once(|| Dev { capabilities, host_save_area }))
+    let params = crate::boot::boot_params(info);
+    let firmware =
+        (params.firmware.base != 0 && params.firmware.size != 0).then(|| FirmwareWindow {
+            base: params.firmware.base,
+            size: params.firmware.size.next_multiple_of(PAGE_SIZE),
+            staging: params.firmware.staging_base,
+        });
+    let layout = guest_mem::init_layout(guest_layout(info));
+
+    let guest_ram = PageState::new(false, VmplPermissions::ALL);
+    let mut rmp_ranges: Vec<_> =
+        carve(layout.ram(), layout.svsm()).into_iter().map(|r| (r, guest_ram)).collect();
+    if let Some(window) = firmware {
+        let range = MemoryRange { base: window.base, size: window.size };
+        rmp_ranges.push((range, PageState::new(true, VmplPermissions::NONE)));
+    }
+    let rmp = Rmp::new(&rmp_ranges);
+
+    let gigabyte_pages = cpuid(0x8000_0001, 0)[3] & (1 << 26) != 0;
+    let npt = with_kernel_tables(|_, tables| -> Result<NestedTables, &'static str> {
+        let npt = NestedTables::new(tables, gigabyte_pages).map_err(|_| "out of frames")?;
+        let map = |tables: &mut _, gpa, pa, size, access| {
+            npt.map(tables, gpa, pa, size, access).map_err(|_| "cannot build the nested tables")
+        };
+        map(tables, 0, 0, GUEST_PHYSICAL_LIMIT, Some(Access::ALL))?;
+        for hole in layout.svsm() {
+            map(tables, hole.base, hole.base, hole.size, None)?;
+        }
+        if let Some(window) = firmware {
+            map(tables, window.base, window.staging, window.size, None)?;
+        }
+        Ok(npt)
+    })?;
+
+    let msrpm_pa = zeroed_frames(2)?;
+    for msr in [MSR_GHCB, MSR_SEV_STATUS, MSR_VM_HSAVE_PA, MSR_VM_CR] {
+        intercept_msr(msrpm_pa, msr, true, true);
+    }
+    let iopm_pa = zeroed_frames(3)?;
+
+    let xsave = cpuid(1, 0)[2] & (1 << 26) != 0;
+    let supported_xcr0 = if xsave {
+        let [low, _, _, high] = cpuid(0xD, 0);
+        (u64::from(high) << 32 | u64::from(low)) & XSTATE_MANAGED
+    } else {
+        0
+    };
+    let dev = DEV.call_once(|| Dev {
+        capabilities,
+        firmware,
+        memory: Mutex::new(GuestMemoryState { rmp, npt }),
+        npt_generation: AtomicU64::new(1),
+        n_cr3: npt.root(),
+        msrpm_pa,
+        iopm_pa,
+        supported_xcr0,
+        mxcsr_mask: 0xFFFF,
+    });
+    // The boot CPU is CPU 0; its per-CPU data does not exist yet.
+    init_this_cpu(dev, 0)?;
+    Ok(dev)
+}
+
+/// Turns SVM on for this CPU (index `index`) and makes its VMCB: EFER.SVME, a host save
+/// area, the OS x87/SSE/XSAVE enables, GIF = 0.
+fn init_this_cpu(dev: &Dev, index: usize) -> Result<(), &'static str> {
+    let slot = CPUS.get(index).ok_or("more CPUs than the dev platform supports")?;
+    let host_save_area = zeroed_frames(1)?;
+    // SAFETY: EFER.SVME only enables the SVM instructions; the host save
+    // area is a frame the kernel owns for ever; the CR4 bits only enable
+    // FXSAVE/XSAVE for the guest's state; CLGI blocks interrupts, NMI and
+    // INIT for the SVSM, which handles none of them.
+    unsafe {
+        wrmsr(MSR_EFER, rdmsr(MSR_EFER) | HOST_EFER_SVME);
+        wrmsr(MSR_VM_HSAVE_PA, host_save_area);
+        let mut cr4 = crate::cpu::registers::read_cr4() | CR4_OSFXSR | CR4_OSXMMEXCPT;
+        if dev.supported_xcr0 != 0 {
+            cr4 |= CR4_OSXSAVE;
+        }
+        core::arch::asm!("mov cr4, {}", in(reg) cr4, options(nostack));
+        core::arch::asm!("clgi", options(nomem, nostack));
+    }
+    let mut vmcb = Box::new(Vmcb::new_zeroed());
+    let control = &mut vmcb.control;
+    control.intercept_misc1 =
+        misc1::SHUTDOWN | misc1::MSR_PROT | misc1::IOIO_PROT | misc1::INIT | misc1::INVLPGA;
+    control.intercept_misc2 = misc2::VMRUN
+        | misc2::VMMCALL
+        | misc2::VMLOAD
+        | misc2::VMSAVE
+        | misc2::STGI
+        | misc2::CLGI
+        | misc2::SKINIT;
+    control.iopm_base_pa = dev.iopm_pa;
+    control.msrpm_base_pa = dev.msrpm_pa;
+    control.guest_asid = 1;
+    control.np_control = NP_ENABLE;
+    control.n_cr3 = dev.n_cr3;
+    let cpu = Box::new(DevCpu {
+        host_save_area,
+        vmcb,
+        host_vmcb: Box::new(Vmcb::new_zeroed()),
+        gprs: GuestGprs::default(),
+        fpu: Box::new(XsaveArea::new_zeroed()),
+        current: None,
+        ghcb: GhcbState::default(),
+        sev_status: 0,
+        npt_generation: 0,
+    });
+    slot.store(Box::leak(cpu), Ordering::Release);
+    Ok(())
 }

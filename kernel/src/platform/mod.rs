@@ -238,7 +238,7 @@ pub fn init(info: &KernelBootInfo) -> &'static dyn Platform {
     BOOT_PLATFORM.store(info.platform, Ordering::Relaxed);
     *PLATFORM.call_once(|| match PlatformType::from_u32(info.platform) {
         Some(PlatformType::Snp) => snp::init(info),
-        _ if cpu_has_svm_with_npt() => match dev::init() {
+        _ if cpu_has_svm_with_npt() => match dev::init(info) {
             Ok(platform) => platform,
             Err(reason) => {
                 log::warn!("dev platform unavailable ({reason}); running as native");

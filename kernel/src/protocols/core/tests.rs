@@ -180,7 +180,7 @@ fn configure_vtom_answers_the_query_and_refuses_configuration() {
 fn remap_ca_checks_the_address_and_clears_call_pending() {
     let mut h = Harness::new();
     assert_eq!(h.core(CoreCall::RemapCa, 0x3_0008), SVSM_ERR_INVALID_PARAMETER);
-    for gpa in [SVSM.base, MMIO, 0xA_0000, RAM.base + RAM.size, STARTUP_VMSA, u64::MAX & !0xFFF] {
+    for gpa in [SVSM.base, MMIO, 0xA_0000, RAM.base + RAM.size, STARTUP_VMSA, !0xFFF] {
         assert_eq!(h.core(CoreCall::RemapCa, gpa), SVSM_ERR_INVALID_ADDRESS, "{gpa:#x}");
     }
     h.ram.fill(0x3_0000, 1, 1);
@@ -250,7 +250,7 @@ fn pvalidate_splits_2m_pages_like_the_hardware() {
 fn pvalidate_rejects_hostile_lists_and_entries() {
     let mut h = Harness::new();
     assert_eq!(h.core(CoreCall::Pvalidate, LIST + 4), SVSM_ERR_INVALID_PARAMETER);
-    for list in [SVSM.base, MMIO, 0xA_0000, u64::MAX & !7] {
+    for list in [SVSM.base, MMIO, 0xA_0000, !7] {
         assert_eq!(h.core(CoreCall::Pvalidate, list), SVSM_ERR_INVALID_ADDRESS, "{list:#x}");
     }
     // Header checks.
@@ -281,7 +281,7 @@ fn pvalidate_rejects_hostile_lists_and_entries() {
         (validate(MMIO, PageSize::Size4K), SVSM_ERR_INVALID_ADDRESS),
         (validate(0xA_0000, PageSize::Size4K), SVSM_ERR_INVALID_ADDRESS),
         (validate(RAM.base + RAM.size, PageSize::Size4K), SVSM_ERR_INVALID_ADDRESS),
-        (validate(u64::MAX & !0x1F_FFFF, PageSize::Size2M), SVSM_ERR_INVALID_ADDRESS),
+        (validate(!0x1F_FFFF, PageSize::Size2M), SVSM_ERR_INVALID_ADDRESS),
         (validate(STARTUP_VMSA, PageSize::Size4K), SVSM_ERR_INVALID_ADDRESS),
     ];
     for (i, (entry, expected)) in bad_entries.into_iter().enumerate() {
@@ -296,7 +296,7 @@ fn pvalidate_rejects_hostile_lists_and_entries() {
 #[test]
 fn pvalidate_returns_incomplete_after_its_budget_and_goes_on() {
     let mut h = Harness::new();
-    let pages = (PVALIDATE_BUDGET / 0x20_0000) as u64 + 2;
+    let pages = PVALIDATE_BUDGET / 0x20_0000 + 2;
     let entries: Vec<u64> =
         (0..pages).map(|i| validate(0x40_0000 + i * 0x20_0000, PageSize::Size2M)).collect();
     h.write_list(&entries, 0);
@@ -497,7 +497,7 @@ fn a_2m_deposit_comes_back_as_512_pages() {
     assert_eq!(h.owned.count(PageOwner::Deposited), 512);
     assert!(h.page(0x5F_F000).validated());
     let mut returned = 0;
-    while h.state.deposits.len() > 0 {
+    while !h.state.deposits.is_empty() {
         assert_eq!(h.core(CoreCall::WithdrawMem, LIST), SVSM_SUCCESS);
         returned += read_obj::<u16>(&h.memory(), LIST).unwrap() as usize;
     }
