@@ -38,11 +38,10 @@ pub enum SharedPageError {
 
 /// Makes the private page at `va` (guest-physical `gpa`) shared.
 ///
-/// A rescind that fails with SIZEMISMATCH means the RMP covers the page with
-/// a 2 MiB entry (stage2 validated the region in 2 MiB pages on a host that
-/// backs it with 2 MiB RMP entries); the page state change then makes the
-/// hypervisor split the entry (PSMASH) and clears the page's validated bit
-/// itself, so the request goes ahead.
+/// If the RMP covers the page with a 2 MiB entry (stage2 validated the
+/// region in 2 MiB pages), the 4 KiB rescind raises a nested page fault with
+/// the size-mismatch bit and the hypervisor splits the entry (KVM:
+/// PSMASH in its RMP fault handler); the guest sees the rescind succeed.
 pub fn make_shared(
     msr: &mut impl MsrProtocol,
     pages: &mut impl PageOps,
@@ -50,10 +49,7 @@ pub fn make_shared(
     gpa: u64,
 ) -> Result<(), SharedPageError> {
     pages.flush_cache(va);
-    match pages.rescind(va) {
-        Ok(()) | Err(PvalidateError::SizeMismatch) => {}
-        Err(error) => return Err(SharedPageError::Rescind(error)),
-    }
+    pages.rescind(va).map_err(SharedPageError::Rescind)?;
     msr_protocol::page_state_change(msr, gpa, PageOperation::Shared)
         .map_err(SharedPageError::PageStateChange)?;
     pages.map_shared(va).map_err(SharedPageError::Map)
@@ -97,22 +93,18 @@ mod tests {
     }
 
     #[test]
-    fn a_2m_rmp_entry_is_left_to_the_hypervisor_to_split() {
-        let mut hv = FakeHypervisor::new();
-        let mut pages = Pages { rescind: Some(PvalidateError::SizeMismatch), ..Default::default() };
-        make_shared(&mut hv, &mut pages, 0x1000, 0x1000).unwrap();
-        assert_eq!(pages.steps, ["flush", "rescind", "map shared"]);
-    }
-
-    #[test]
     fn failures_stop_before_the_mapping_changes() {
         let mut hv = FakeHypervisor::new();
-        let mut pages = Pages { rescind: Some(PvalidateError::Unchanged), ..Default::default() };
-        assert_eq!(
-            make_shared(&mut hv, &mut pages, 0x1000, 0x1000),
-            Err(SharedPageError::Rescind(PvalidateError::Unchanged))
-        );
-        assert!(hv.msr_log.is_empty(), "a page that was not validated is not converted");
+        for error in
+            [PvalidateError::Unchanged, PvalidateError::Input, PvalidateError::SizeMismatch]
+        {
+            let mut pages = Pages { rescind: Some(error), ..Default::default() };
+            assert_eq!(
+                make_shared(&mut hv, &mut pages, 0x1000, 0x1000),
+                Err(SharedPageError::Rescind(error))
+            );
+        }
+        assert!(hv.msr_log.is_empty(), "a page that was not rescinded is not converted");
         let mut pages = Pages::default();
         hv.msr_override = Some(0x1_0000_0015);
         assert!(matches!(
