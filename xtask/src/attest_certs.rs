@@ -255,6 +255,73 @@ pub fn dev_psp_params(chain: &DevChain, measurement: [u8; 48], policy: u64) -> R
     Ok(bytes)
 }
 
+/// Adds the development PSP's hand-over to an assembled IGVM file: the
+/// chain of `chain_dir` (created on first use), VMPCK0 and the file's own
+/// SNP launch digest and policy, as pages at `DEV_PSP_PARAMS_GPA` for the
+/// native platform only. The SNP platform's pages, and so its launch
+/// digest, do not change (checked).
+///
+/// Hook for the IGVM builder: call it on the assembled file of a build
+/// whose kernel has feature `dev-psp`, before serializing.
+pub fn with_dev_psp(file: &igvm::IgvmFile, chain_dir: &Path) -> Result<igvm::IgvmFile> {
+    let chain = load_or_create(chain_dir)?;
+    let before = crate::measure::measure_snp(file)?.digest;
+    let policy = file
+        .initializations()
+        .iter()
+        .find_map(|init| match init {
+            igvm::IgvmInitializationHeader::GuestPolicy { policy, .. } => Some(*policy),
+            _ => None,
+        })
+        .context("the IGVM file has no SNP guest policy")?;
+    let params = dev_psp_params(&chain, before, policy)?;
+    let with = add_native_pages(file, abi::attestation::DEV_PSP_PARAMS_GPA, &params)?;
+    let after = crate::measure::measure_snp(&with)?.digest;
+    ensure!(before == after, "adding the development PSP's pages changed the SNP launch digest");
+    Ok(with)
+}
+
+/// A copy of `file` with `data` as native-platform pages at `gpa`, placed
+/// so that page directives stay in ascending GPA order.
+fn add_native_pages(file: &igvm::IgvmFile, gpa: u64, data: &[u8]) -> Result<igvm::IgvmFile> {
+    use igvm::IgvmDirectiveHeader;
+    use igvm_defs::{IgvmPageDataFlags, IgvmPageDataType};
+    let page_size = abi::layout::PAGE_SIZE;
+    let end = gpa + data.len().div_ceil(page_size as usize) as u64 * page_size;
+    let mut directives = file.directives().to_vec();
+    let overlapping = directives.iter().any(
+        |d| matches!(d, IgvmDirectiveHeader::PageData { gpa: at, .. } if (gpa..end).contains(at)),
+    );
+    ensure!(!overlapping, "the IGVM file already has pages at {gpa:#x}..{end:#x}");
+    let at = directives
+        .iter()
+        .position(|d| match d {
+            IgvmDirectiveHeader::PageData { gpa: at, .. } => *at > gpa,
+            IgvmDirectiveHeader::X64NativeVpContext { .. }
+            | IgvmDirectiveHeader::SnpVpContext { .. } => true,
+            _ => false,
+        })
+        .unwrap_or(directives.len());
+    let pages = data.chunks(page_size as usize).enumerate().map(|(i, chunk)| {
+        IgvmDirectiveHeader::PageData {
+            gpa: gpa + i as u64 * page_size,
+            compatibility_mask: abi::layout::NATIVE_PLATFORM_MASK,
+            flags: IgvmPageDataFlags::new(),
+            data_type: IgvmPageDataType::NORMAL,
+            data: chunk.to_vec(),
+        }
+    });
+    directives.splice(at..at, pages);
+    let revision = igvm::IgvmRevision::V2 { arch: igvm::Arch::X64, page_size: page_size as u32 };
+    igvm::IgvmFile::new(
+        revision,
+        file.platforms().to_vec(),
+        file.initializations().to_vec(),
+        directives,
+    )
+    .context("the igvm crate rejected the file with the development PSP's pages")
+}
+
 impl DevChain {
     /// The extended-report certificate table (ARK, ASK, VCEK).
     pub fn cert_table(&self) -> Result<Vec<u8>> {

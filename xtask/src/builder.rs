@@ -139,7 +139,15 @@ pub fn build(env: &Env, options: &BuildOptions) -> Result<BuiltImage> {
         kernel_elf: &kernel_elf,
         firmware: firmware.as_ref(),
     };
-    let written = write_image(&inputs, id_key.as_ref(), &read(&romloader)?, out)?;
+    // Attestation (issue 5): a kernel with the development PSP gets its keys
+    // in native-platform pages of the image.
+    let dev_psp = options
+        .kernel_features
+        .split(',')
+        .any(|feature| feature == "dev-psp")
+        .then(|| crate::attest_certs::chain_dir(&env.build));
+    let written =
+        write_image(&inputs, id_key.as_ref(), &read(&romloader)?, out, dev_psp.as_deref())?;
 
     println!(
         "build: stage2        {:>9} bytes (ELF {})",
@@ -180,14 +188,21 @@ fn loaded_size(elf: &[u8]) -> u64 {
     abi::elf::Elf::parse(elf).map(|e| e.segments().map(|s| s.mem_size).sum()).unwrap_or(0)
 }
 
-/// Assembles, checks, measures and writes the IGVM file and its ROM.
+/// Assembles, checks, measures and writes the IGVM file and its ROM; with
+/// `dev_psp_chain`, adds the development PSP's keys from that chain
+/// directory (`attest_certs::with_dev_psp`, native platform only).
 pub fn write_image(
     inputs: &ImageInputs<'_>,
     id_key: Option<&p384::ecdsa::SigningKey>,
     romloader_elf: &[u8],
     out: &Path,
+    dev_psp_chain: Option<&Path>,
 ) -> Result<BuiltImage> {
     let file = igvm_image::assemble(inputs, id_key)?;
+    let file = match dev_psp_chain {
+        Some(dir) => crate::attest_certs::with_dev_psp(&file, dir)?,
+        None => file,
+    };
     let bytes = igvm_image::serialize(&file)?;
     // Check what was written, not what was meant: parse the bytes back.
     let parsed =

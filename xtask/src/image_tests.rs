@@ -552,7 +552,7 @@ fn qemu_boots_the_stand_in_through_the_rom_loader() {
     let inputs = ImageInputs { stage2_elf: &stage2, kernel_elf: &kernel, firmware: Some(&ovmf) };
     let out = env.build.join("test-standin");
     std::fs::create_dir_all(&out).unwrap();
-    let image = builder::write_image(&inputs, None, &loader, &out).unwrap();
+    let image = builder::write_image(&inputs, None, &loader, &out, None).unwrap();
     assert_eq!(std::fs::read_to_string(out.join("svsm.igvm.digest")).unwrap().trim(), image.digest);
     let options = qemu::QemuOptions {
         echo: false,

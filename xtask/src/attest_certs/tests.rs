@@ -130,3 +130,84 @@ fn the_hand_over_carries_keys_platform_facts_and_certificates() {
     assert_eq!(find_certificate(table, CERT_GUID_VCEK), Ok(Some(chain.vcek.as_slice())));
     assert_eq!(find_certificate(table, CERT_GUID_ARK), Ok(Some(chain.ark.as_slice())));
 }
+
+#[test]
+fn the_hand_over_goes_into_native_pages_without_changing_the_snp_digest() {
+    use abi::layout::{NATIVE_PLATFORM_MASK, SNP_PLATFORM_MASK};
+    use igvm::{
+        IgvmDirectiveHeader, IgvmFile, IgvmInitializationHeader, IgvmPlatformHeader, IsolationType,
+    };
+    use igvm_defs::{
+        IGVM_VHS_SUPPORTED_PLATFORM, IgvmPageDataFlags, IgvmPageDataType, IgvmPlatformType,
+    };
+    let platform = |mask, platform_type, vtl| {
+        IgvmPlatformHeader::SupportedPlatform(IGVM_VHS_SUPPORTED_PLATFORM {
+            compatibility_mask: mask,
+            highest_vtl: vtl,
+            platform_type,
+            platform_version: 1,
+            shared_gpa_boundary: 0,
+        })
+    };
+    let page = |gpa: u64, mask| IgvmDirectiveHeader::PageData {
+        gpa,
+        compatibility_mask: mask,
+        flags: IgvmPageDataFlags::new(),
+        data_type: IgvmPageDataType::NORMAL,
+        data: vec![0xAB; 4096],
+    };
+    let file = IgvmFile::new(
+        igvm::IgvmRevision::V2 { arch: igvm::Arch::X64, page_size: 4096 },
+        vec![
+            platform(SNP_PLATFORM_MASK, IgvmPlatformType::SEV_SNP, 2),
+            platform(NATIVE_PLATFORM_MASK, IgvmPlatformType::NATIVE, 0),
+        ],
+        vec![IgvmInitializationHeader::GuestPolicy {
+            policy: 0x30000,
+            compatibility_mask: SNP_PLATFORM_MASK,
+        }],
+        vec![
+            page(0x10_0000, SNP_PLATFORM_MASK | NATIVE_PLATFORM_MASK),
+            page(0xFFFF_F000, SNP_PLATFORM_MASK),
+        ],
+    )
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("attest-hook-{}", std::process::id()));
+    store(test_chain(), &dir).unwrap();
+    let with = with_dev_psp(&file, &dir).unwrap();
+    let gpas: Vec<u64> = with
+        .directives()
+        .iter()
+        .filter_map(|d| match d {
+            IgvmDirectiveHeader::PageData { gpa, .. } => Some(*gpa),
+            _ => None,
+        })
+        .collect();
+    assert!(gpas.windows(2).all(|w| w[0] < w[1]), "ascending: {gpas:x?}");
+    assert!(gpas.contains(&abi::attestation::DEV_PSP_PARAMS_GPA));
+    // Serialized and read back per platform: only the native one has the keys.
+    let mut bytes = Vec::new();
+    with.serialize(&mut bytes).unwrap();
+    let has_keys = |isolation| {
+        let parsed = IgvmFile::new_from_binary(&bytes, Some(isolation)).unwrap();
+        parsed.directives().iter().any(|d| {
+            matches!(d, IgvmDirectiveHeader::PageData { gpa, data, .. }
+            if *gpa == abi::attestation::DEV_PSP_PARAMS_GPA && data.starts_with(b"SVSMDPSP"))
+        })
+    };
+    assert!(has_keys(IsolationType::NotIsolated));
+    assert!(!has_keys(IsolationType::Snp));
+    let digest = crate::measure::measure_snp(&file).unwrap().digest;
+    let base = abi::attestation::DEV_PSP_PARAMS_GPA;
+    let mut handover = Vec::new();
+    for directive in with.directives() {
+        if let IgvmDirectiveHeader::PageData { gpa, data, .. } = directive
+            && (base..base + abi::attestation::DEV_PSP_PARAMS_MAX_SIZE as u64).contains(gpa)
+        {
+            handover.extend_from_slice(data);
+        }
+    }
+    let (params, _) = DevPspParams::parse(&handover).unwrap();
+    assert_eq!(params.measurement, digest, "MEASUREMENT is the file's SNP launch digest");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
