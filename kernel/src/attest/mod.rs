@@ -48,3 +48,29 @@ pub fn register_service(guid: Guid, data: Vec<u8>) {
 pub fn install_report_source(source: Box<dyn ReportSource + Send>) {
     *REPORTS.lock() = Some(source);
 }
+
+/// Lists the vTPM service in the manifest with its current EK public area
+/// (none while the vTPM is in failure mode or absent).
+pub fn register_vtpm_service() {
+    SERVICES.lock().register_current(abi::attestation::VTPM_SERVICE_GUID, crate::vtpm::ek_public);
+}
+
+/// Attestation at boot: the vTPM service in the manifest, and on the dev
+/// platform (kernel feature `dev-psp`) the development PSP from the boot
+/// image's hand-over. On SNP the report source is the guest-request client
+/// over the GHCB, which the SNP platform installs. Must run before the
+/// guest gets the boot image's pages.
+#[cfg(target_os = "none")]
+pub fn init_at_boot(info: &abi::boot::KernelBootInfo, platform: crate::platform::PlatformKind) {
+    register_vtpm_service();
+    #[cfg(feature = "dev-psp")]
+    if platform == crate::platform::PlatformKind::Dev {
+        match dev_handover::install_from_boot_image(info) {
+            Ok(()) => {
+                log::info!("attestation: development PSP installed (development keys, not AMD)")
+            }
+            Err(e) => log::warn!("attestation: no development PSP ({e:?}); protocol 1 not offered"),
+        }
+    }
+    let _ = (info, platform);
+}

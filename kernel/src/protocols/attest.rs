@@ -131,7 +131,7 @@ fn attest_single_service(
         return Err(SVSM_ERR_INVALID_PARAMETER);
     }
     let guid = Guid::from_uefi_bytes(op.service_guid);
-    let data = context.services.data(guid).ok_or(SVSM_ERR_UNSUPPORTED_PROTOCOL)?.to_vec();
+    let data = context.services.data(guid).ok_or(SVSM_ERR_UNSUPPORTED_PROTOCOL)?;
     attest(&op.services, &data, regs, memory, context)
 }
 
