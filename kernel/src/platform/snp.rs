@@ -13,11 +13,15 @@
 //!    GHCB; from then on the console and the exit device go through GHCB
 //!    port I/O, so a host sees writes to COM1 and to port 0x501.
 //!
+//! Secondary CPUs start from a VMPL0 VMSA the SVSM writes ([`sev::ap`])
+//! and each registers a GHCB of its own ([`Platform::init_cpu`]).
+//!
 //! The guest runs at VMPL2 through Run-VMPL, which needs a host whose KVM
 //! runs several VMPLs (hypervisor feature bit 5, the "planes" work); without
 //! it the SVSM still boots and runs its own tests.
 
 use alloc::collections::BTreeSet;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use abi::boot::KernelBootInfo;
 use abi::cpuid_page::CpuidPage;
@@ -27,17 +31,21 @@ use abi::secrets::{GuestCopyError, SecretsPage, VMPCK_LEN};
 use abi::sev_status::SevStatus;
 use abi::snp_instr::{
     PvalidateError, PvalidateInput, RmpAdjustAttributes, RmpAdjustError, RmpAdjustInput,
-    RmpPageSize,
+    RmpPageSize, VmplPermissions,
 };
 use abi::vmsa::Vmsa;
 use spin::{Mutex, Once};
 
-use super::{GuestExit, GuestStop, GuestVcpu, Platform, PlatformKind, halt_forever};
+use super::{
+    CpuStart, GuestExit, GuestStop, GuestVcpu, Platform, PlatformError, PlatformKind, halt_forever,
+};
 use crate::cpu::idt::{self, TrapFrame};
 use crate::cpu::io::IoPort;
-use crate::cpu::registers::read_cr4;
+use crate::cpu::percpu;
+use crate::cpu::registers::{MSR_EFER, rdmsr, read_cr0, read_cr3, read_cr4};
 use crate::mm::FRAMES;
 use crate::mm::paging::phys_to_virt;
+use crate::sev::ap::{self, ApState, TableRegister};
 use crate::sev::cpuid::SnpCpuid;
 use crate::sev::ghcb::{GhcbClient, GhcbError, GuestRequestError};
 use crate::sev::guest::{self, GuestStart};
@@ -56,17 +64,30 @@ static CPUID: Once<SnpCpuid> = Once::new();
 static STATUS: Once<AcceptedStatus> = Once::new();
 static HYPERVISOR: Once<Negotiated> = Once::new();
 static SECRETS: Once<Mutex<SvsmSecrets>> = Once::new();
-static GHCB: Once<Mutex<GhcbClient<SharedGhcbPage>>> = Once::new();
+/// Most CPUs the SVSM runs on (each needs its own GHCB).
+pub const MAX_CPUS: usize = 256;
+/// Each CPU's GHCB, by CPU index: the GHCB MSR and the registration are per
+/// vCPU.
+static GHCBS: [Once<Mutex<GhcbClient<SharedGhcbPage>>>; MAX_CPUS] =
+    [const { Once::new() }; MAX_CPUS];
+/// Set once a secondary CPU was started: until then only the boot CPU runs,
+/// possibly before its per-CPU data exists.
+static SECONDARY_CPUS: AtomicBool = AtomicBool::new(false);
 static GUEST_REQUEST_PAGES: Once<Mutex<GuestRequestPages>> = Once::new();
 /// Guest vCPUs whose VMSA the hypervisor knows (by [`GuestVcpu::id`]).
 static REGISTERED_VCPUS: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
 static GHCB_IO: GhcbIo = GhcbIo;
 
-/// Runs `f` with the GHCB, unless it is not set up yet or in use on this
-/// CPU (a fault while a GHCB call was being built): then `None`, never a
-/// deadlock.
+/// This CPU's index.
+fn cpu_index() -> usize {
+    if SECONDARY_CPUS.load(Ordering::Acquire) { percpu::current().index as usize } else { 0 }
+}
+
+/// Runs `f` with this CPU's GHCB, unless it is not set up yet or in use on
+/// this CPU (a fault while a GHCB call was being built): then `None`, never
+/// a deadlock.
 fn with_ghcb<R>(f: impl FnOnce(&mut GhcbClient<SharedGhcbPage>) -> R) -> Option<R> {
-    let mut ghcb = GHCB.get()?.try_lock()?;
+    let mut ghcb = GHCBS.get(cpu_index())?.get()?.try_lock()?;
     Some(f(&mut ghcb))
 }
 
@@ -139,7 +160,7 @@ impl Platform for Snp {
     }
 
     fn io(&self) -> &'static dyn IoPort {
-        if GHCB.get().is_some() { &GHCB_IO } else { &NO_IO }
+        if GHCBS[0].get().is_some() { &GHCB_IO } else { &NO_IO }
     }
 
     fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
@@ -176,6 +197,43 @@ impl Platform for Snp {
         // the page; the hardware enforces that VMPL0 grants no more than it
         // has.
         unsafe { hardware::rmpadjust(RmpAdjustInput { va, size, attributes }) }
+    }
+
+    fn start_cpu(&self, apic_id: u32, start: &CpuStart) -> Result<(), PlatformError> {
+        let status = STATUS.get().ok_or(PlatformError("the SNP platform is not started"))?;
+        if start.index as usize >= MAX_CPUS {
+            return Err(PlatformError("more CPUs than the SVSM has GHCB slots"));
+        }
+        // SAFETY: EFER exists; reading it has no side effects.
+        let efer = unsafe { rdmsr(MSR_EFER) };
+        let vmsa = ap::vmpl0_vmsa(&ApState {
+            cr0: read_cr0(),
+            cr3: read_cr3(),
+            cr4: read_cr4(),
+            efer,
+            gdtr: descriptor_table(DescriptorTable::Gdt),
+            idtr: descriptor_table(DescriptorTable::Idt),
+            entry: start.entry as usize as u64,
+            stack_top: start.stack_top,
+            index: start.index,
+            sev_features: status.status.features().0,
+        });
+        let vmsa_pa = allocate_vmsa_page(&vmsa)?;
+        // From now on the other CPU may run: GHCB lookups need the per-CPU
+        // index (this CPU's per-CPU data exists by now).
+        SECONDARY_CPUS.store(true, Ordering::Release);
+        let creation = ApCreation { request: ApCreateRequest::Create, vmpl: 0, apic_id };
+        match with_ghcb(|ghcb| ghcb.create_ap(creation, vmsa_pa, status.status.features().0)) {
+            Some(Ok(())) => Ok(()),
+            failure => {
+                log::error!("AP creation for APIC ID {apic_id} failed: {failure:?}");
+                Err(PlatformError("the hypervisor refused to start the CPU"))
+            }
+        }
+    }
+
+    fn init_cpu(&self) -> Result<(), PlatformError> {
+        setup_ghcb(percpu::current().index as usize)
     }
 
     fn run_guest(&self, vcpu: &GuestVcpu) -> GuestExit {
@@ -217,6 +275,60 @@ impl Platform for Snp {
             }
         }
     }
+}
+
+enum DescriptorTable {
+    Gdt,
+    Idt,
+}
+
+/// This CPU's GDTR or IDTR.
+fn descriptor_table(table: DescriptorTable) -> TableRegister {
+    let mut pointer = [0u8; 10];
+    // SAFETY: SGDT/SIDT store 10 bytes (limit, base) into the buffer and
+    // change nothing else.
+    unsafe {
+        match table {
+            DescriptorTable::Gdt => {
+                core::arch::asm!("sgdt [{}]", in(reg) pointer.as_mut_ptr(), options(nostack))
+            }
+            DescriptorTable::Idt => {
+                core::arch::asm!("sidt [{}]", in(reg) pointer.as_mut_ptr(), options(nostack))
+            }
+        }
+    }
+    TableRegister {
+        limit: u16::from_le_bytes([pointer[0], pointer[1]]),
+        base: u64::from_le_bytes(pointer[2..10].try_into().expect("8 bytes")),
+    }
+}
+
+/// Puts `vmsa` into a frame of its own and makes it a VMSA page. The frame
+/// is not 2 MiB aligned (a VMSA there hits a hardware erratum; Linux and
+/// COCONUT-SVSM avoid it the same way): of two consecutive frames, the
+/// aligned one, if any, is given back.
+fn allocate_vmsa_page(vmsa: &Vmsa) -> Result<u64, PlatformError> {
+    let mut frames = FRAMES.lock();
+    let pair = frames.allocate_contiguous(2, 1).map_err(|_| PlatformError("out of memory"))?;
+    let (pa, spare) = if pair.is_multiple_of(LARGE_PAGE_SIZE) {
+        (pair + PAGE_SIZE, pair)
+    } else {
+        (pair, pair + PAGE_SIZE)
+    };
+    let _ = frames.free(spare);
+    drop(frames);
+    let va = phys_to_virt(pa);
+    // SAFETY: the frame was just allocated, is mapped private in the direct
+    // map and used by nothing else.
+    unsafe { core::ptr::write(va as *mut Vmsa, *vmsa) };
+    let attributes =
+        RmpAdjustAttributes { target_vmpl: 1, permissions: VmplPermissions::NONE, vmsa: true };
+    // SAFETY: the page holds the VMSA just written; marking it a VMSA (as
+    // Linux does for its VMPL0 APs: target VMPL1, no permissions) exposes
+    // nothing to a lower VMPL.
+    unsafe { hardware::rmpadjust(RmpAdjustInput { va, size: RmpPageSize::Size4K, attributes }) }
+        .map_err(|_| PlatformError("RMPADJUST refused to make the VMSA page"))?;
+    Ok(pa)
 }
 
 /// Termination reason for an exit-device value.
@@ -280,14 +392,18 @@ fn allocate_shared_page() -> Result<(u64, u64), SharedPageError> {
     Ok((va, gpa))
 }
 
-fn setup_ghcb() -> Result<(), TerminationReason> {
-    let (va, gpa) = allocate_shared_page().map_err(|_| TerminationReason::SVSM_GHCB_SETUP)?;
+/// Gives CPU `index` (the one running this) its GHCB: a page made shared
+/// and registered with the hypervisor through this CPU's GHCB MSR.
+fn setup_ghcb(index: usize) -> Result<(), PlatformError> {
+    let slot = GHCBS.get(index).ok_or(PlatformError("more CPUs than the SVSM has GHCB slots"))?;
+    let (va, gpa) =
+        allocate_shared_page().map_err(|_| PlatformError("could not make a GHCB page shared"))?;
     msr_protocol::register_ghcb(&mut GhcbMsr, gpa)
-        .map_err(|_| TerminationReason::SVSM_GHCB_SETUP)?;
+        .map_err(|_| PlatformError("the hypervisor refused the GHCB registration"))?;
     // SAFETY: the page was just made shared, mapped at `va` and registered;
-    // only the GHCB client uses it.
+    // only this CPU's GHCB client uses it.
     let transport = unsafe { SharedGhcbPage::new(va, gpa) };
-    GHCB.call_once(|| Mutex::new(GhcbClient::new(transport)));
+    slot.call_once(|| Mutex::new(GhcbClient::new(transport)));
     Ok(())
 }
 
@@ -385,8 +501,8 @@ pub fn init(info: &KernelBootInfo) -> &'static dyn Platform {
     // and it is zeroed here before the boot area goes to the guest.
     let launch_secrets = unsafe { &mut *(phys_to_virt(params.secrets_gpa) as *mut SecretsPage) };
     SECRETS.call_once(|| Mutex::new(SvsmSecrets::take(launch_secrets)));
-    if let Err(reason) = setup_ghcb() {
-        terminate_with(reason);
+    if setup_ghcb(0).is_err() {
+        terminate_with(TerminationReason::SVSM_GHCB_SETUP);
     }
     crate::console::init(&GHCB_IO);
     report();

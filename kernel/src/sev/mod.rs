@@ -11,7 +11,8 @@
 //! - [`cpuid`]: CPUID from the measured CPUID page;
 //! - [`vc`]: the #VC handler's decoder and emulation;
 //! - [`secrets`]: the secrets page, private to the SVSM;
-//! - [`guest`]: the guest's boot VMSA, secrets and CPUID pages.
+//! - [`guest`]: the guest's boot VMSA, secrets and CPUID pages;
+//! - [`ap`]: the VMPL0 VMSA of a secondary SVSM CPU.
 //!
 //! All of it is written against small traits ([`MsrProtocol`],
 //! [`GhcbTransport`], [`PageOps`], [`VcServices`]) and tested on the host
@@ -23,6 +24,7 @@
 //! [`PageOps`]: shared::PageOps
 //! [`VcServices`]: vc::VcServices
 
+pub mod ap;
 pub mod cpuid;
 pub mod ghcb;
 pub mod guest;
