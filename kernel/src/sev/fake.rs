@@ -33,6 +33,8 @@ pub enum Hostility {
     PscNoProgress,
     /// Fails a page state change with KVM's "invalid entry".
     PscError,
+    /// Answers with a page of pseudo-random bytes (xorshift from this seed).
+    Garbage(u64),
 }
 
 /// A guest request as the fake saw it: exit code, request GPA, response
@@ -320,6 +322,18 @@ impl GhcbTransport for FakeHypervisor {
         write(&mut page, EXIT_INFO2, info2);
         mark_valid(&mut page, EXIT_INFO1);
         mark_valid(&mut page, EXIT_INFO2);
+        if let Hostility::Garbage(seed) = &mut self.hostility {
+            for word in page.chunks_exact_mut(8) {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                // Success half the time, so the checks after it run too.
+                word.copy_from_slice(&seed.to_le_bytes());
+            }
+            if *seed & 1 == 0 {
+                write(&mut page, EXIT_INFO1, 0);
+            }
+        }
         ghcb.as_mut_bytes().copy_from_slice(&page);
     }
 }

@@ -448,6 +448,24 @@ mod tests {
         }
     }
 
+    /// A hypervisor that answers with random pages gets errors or values,
+    /// never a panic or a hang of the client.
+    #[test]
+    fn garbage_answers_never_panic_the_client() {
+        for seed in 1..400u64 {
+            let mut ghcb = client();
+            ghcb.transport().hostility =
+                Hostility::Garbage(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let _ = ghcb.io_read(0x3F8, 1);
+            let _ = ghcb.io_write(0x3F8, 4, 1);
+            let _ = ghcb.read_msr(0x1B);
+            let _ = ghcb.write_msr(0x1B, 1);
+            let _ = ghcb.page_state_change(&entries(300));
+            let _ = ghcb.guest_request(0x1000, 0x2000, Some((0x3000, 4)));
+            let _ = ghcb.guest_request(0x1000, 0x2000, None);
+        }
+    }
+
     #[test]
     fn ap_creation_request() {
         let mut ghcb = client();

@@ -381,6 +381,46 @@ mod tests {
         assert_eq!(decode(&exact).map(|d| d.length), Ok(15));
     }
 
+    /// Arbitrary bytes (a fixed xorshift sequence, so failures reproduce)
+    /// never panic the decoder, and what it accepts fits the input and the
+    /// 15-byte limit.
+    #[test]
+    fn arbitrary_bytes_never_panic_the_decoder() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        // Bias towards the bytes the decoder cares about.
+        let interesting = [
+            0x66, 0x67, 0xF2, 0xF3, 0xF0, 0x48, 0x2E, 0x0F, 0xA2, 0x30, 0x32, 0xE4, 0xE5, 0xE6,
+            0xE7, 0xEC, 0xED, 0xEE, 0xEF, 0x6C, 0x6E, 0x90,
+        ];
+        for _ in 0..200_000 {
+            let len = (next() % 18) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    let r = next();
+                    if r & 1 == 0 {
+                        interesting[(r >> 8) as usize % interesting.len()]
+                    } else {
+                        (r >> 8) as u8
+                    }
+                })
+                .collect();
+            if let Ok(decoded) = decode(&bytes) {
+                assert!(decoded.length <= bytes.len().min(MAX_INSTRUCTION_LENGTH), "{bytes:x?}");
+            }
+            let mut regs = VcRegisters::default();
+            let mut services = Services::default();
+            for exit_code in [EXIT_CPUID, EXIT_IOIO, EXIT_MSR, next()] {
+                let _ = handle(exit_code, &mut regs, &bytes, &mut services);
+            }
+        }
+    }
+
     fn run(exit_code: u64, code: &[u8], regs: &mut VcRegisters) -> (Result<(), VcError>, Services) {
         let mut services = Services::default();
         let result = handle(exit_code, regs, code, &mut services);
