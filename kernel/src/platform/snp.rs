@@ -28,7 +28,6 @@ use abi::cpuid_page::CpuidPage;
 use abi::ghcb::{ApCreateRequest, ApCreation, HvFeatures, TerminationReason};
 use abi::layout::{DEBUG_EXIT_PORT, DIRECT_MAP_SIZE, EXIT_SUCCESS, LARGE_PAGE_SIZE, PAGE_SIZE};
 use abi::secrets::{GuestCopyError, SecretsPage, VMPCK_LEN};
-use abi::sev_status::SevStatus;
 use abi::snp_instr::{
     PvalidateError, PvalidateInput, RmpAdjustAttributes, RmpAdjustError, RmpAdjustInput,
     RmpPageSize, VmplPermissions,
@@ -513,14 +512,17 @@ pub fn init(info: &KernelBootInfo) -> &'static dyn Platform {
 fn report() {
     let (Some(status), Some(hv)) = (STATUS.get(), HYPERVISOR.get()) else { return };
     let names: alloc::vec::Vec<&str> = status.status.bits().map(|bit| bit.name()).collect();
+    let secrets_version = SECRETS.get().map_or(0, |secrets| secrets.lock().version());
     log::info!(
-        "SNP: SEV_STATUS {:#x} ({}), GHCB protocol {}..{}, C-bit {}, hypervisor features {:#x}",
+        "SNP: SEV_STATUS {:#x} ({}), GHCB protocol {}..{}, C-bit {}, hypervisor features {:#x}, \
+         secrets page version {}",
         status.status.0,
         names.join(" "),
         hv.info.min_version,
         hv.info.max_version,
         hv.info.c_bit,
-        hv.features.0
+        hv.features.0,
+        secrets_version
     );
     if status.host_may_inject {
         log::warn!("SNP: no restricted injection: the host can inject events into VMPL0");
@@ -546,11 +548,6 @@ pub fn guest_start(calling_area: u64) -> Result<GuestStart, GuestCopyError> {
     };
     let region = crate::boot::info().kernel_region;
     guest::guest_start(&secrets.lock(), cpuid, status.status, region, calling_area)
-}
-
-/// The SVSM's own SEV_STATUS, once the platform started.
-pub fn sev_status() -> Option<SevStatus> {
-    STATUS.get().map(|status| status.status)
 }
 
 /// Moves VMPCK0 out of the SVSM's secrets to its one user (the attestation

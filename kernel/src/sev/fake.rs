@@ -272,13 +272,6 @@ impl MsrProtocol for FakeHypervisor {
         }
         match request & 0xFFF {
             0x002 => (2 << 48) | (1 << 32) | (51 << 24) | 0x001,
-            0x004 => {
-                let value = match (request >> 32, (request >> 30) & 3) {
-                    (0x8000_001F, 1) => 0x33,
-                    _ => 0,
-                };
-                (value << 32) | (request & (3 << 30)) | 0x005
-            }
             0x010 => (0xF_FFFF_FFFF_FFFF << 12) | 0x011,
             0x012 => {
                 self.registered_ghcb = Some(request & !0xFFF);

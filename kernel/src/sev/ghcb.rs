@@ -99,6 +99,7 @@ impl<T: GhcbTransport> GhcbClient<T> {
     }
 
     /// The transport (tests inspect their fakes through it).
+    #[cfg(test)]
     pub fn transport(&mut self) -> &mut T {
         &mut self.transport
     }
@@ -112,31 +113,27 @@ impl<T: GhcbTransport> GhcbClient<T> {
         info2: u64,
         inputs: &[(GhcbField, u64)],
     ) -> Result<&Ghcb, GhcbError> {
-        self.page.zero();
-        for (field, value) in inputs {
-            self.page.set(*field, *value);
-        }
-        self.page.set_exit(exit_code, info1, info2);
-        self.transport.exchange(&mut self.page);
-        match self.page.result() {
-            GhcbResult::Ok => Ok(&self.page),
-            result => Err(GhcbError::Failed { exit_code, result }),
-        }
+        self.call_with_buffer(exit_code, info1, info2, inputs, &[])
     }
 
-    /// Like [`Self::call`], with a shared-buffer payload copied in first.
+    /// Like [`Self::call`], with `buffer` copied to the start of the shared
+    /// buffer (at most its 2032 bytes).
     fn call_with_buffer(
         &mut self,
         exit_code: u64,
+        info1: u64,
+        info2: u64,
         inputs: &[(GhcbField, u64)],
         buffer: &[u8],
     ) -> Result<&Ghcb, GhcbError> {
         self.page.zero();
-        self.page.shared_buffer_mut()[..buffer.len()].copy_from_slice(buffer);
+        let shared = self.page.shared_buffer_mut();
+        let length = buffer.len().min(shared.len());
+        shared[..length].copy_from_slice(&buffer[..length]);
         for (field, value) in inputs {
             self.page.set(*field, *value);
         }
-        self.page.set_exit(exit_code, 0, 0);
+        self.page.set_exit(exit_code, info1, info2);
         self.transport.exchange(&mut self.page);
         match self.page.result() {
             GhcbResult::Ok => Ok(&self.page),
@@ -211,6 +208,8 @@ impl<T: GhcbTransport> GhcbClient<T> {
             let before = descriptor.header.cur_entry;
             let ghcb = self.call_with_buffer(
                 exit_code::PAGE_STATE_CHANGE,
+                0,
+                0,
                 &[(GhcbField::SwScratch, scratch)],
                 descriptor.as_bytes(),
             )?;
