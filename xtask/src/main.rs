@@ -8,6 +8,7 @@ mod bios_image;
 mod builder;
 mod env;
 mod firmware;
+mod guest_linux;
 mod id_block;
 mod igvm_image;
 #[cfg(test)]

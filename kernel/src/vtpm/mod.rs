@@ -371,6 +371,13 @@ pub fn shutdown() {
                 }
             }
         }
+        #[cfg(target_os = "none")]
+        log::info!(
+            "vTPM: arena {} KiB in use at shutdown, peak {} KiB, of {} KiB",
+            arena::VTPM_ARENA.used() / 1024,
+            arena::VTPM_ARENA.peak() / 1024,
+            arena::VTPM_ARENA.size() / 1024
+        );
         service.fail(Failure::ShutDown);
     }
     #[cfg(target_os = "none")]
