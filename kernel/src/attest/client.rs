@@ -17,7 +17,7 @@
 //!   loudly instead of ever risking an IV reuse.
 
 use abi::attestation::{
-    GUEST_MSG_PAGE_SIZE, KEY_SEL_VCEK, REPORT_REQ_MSG_VERSION, REPORT_SIZE, REPORT_STATUS_SUCCESS,
+    GUEST_MSG_PAGE_SIZE, KEY_SEL_ANY, REPORT_REQ_MSG_VERSION, REPORT_SIZE, REPORT_STATUS_SUCCESS,
     ReportRequest, ReportResponse, cert_table_extent, msg_type,
 };
 use zerocopy::{FromBytes, IntoBytes};
@@ -125,7 +125,8 @@ impl<T: GuestRequestTransport> GuestRequestClient<T> {
         &mut self.transport
     }
 
-    /// Requests a VMPL0 report, signed by the VCEK, with `report_data`; with
+    /// Requests a VMPL0 report (signed by the VLEK if the host installed one,
+    /// else the VCEK) with `report_data`; with
     /// `certs`, an extended request that also fetches the certificate table.
     pub fn report(
         &mut self,
@@ -135,7 +136,11 @@ impl<T: GuestRequestTransport> GuestRequestClient<T> {
         let request = ReportRequest {
             report_data: *report_data,
             vmpl: 0,
-            key_sel: KEY_SEL_VCEK,
+            // 0 = the VLEK if the host installed one, else the VCEK. Firmware
+            // before KEY_SEL existed requires these bits to be zero, so this
+            // is the one value every SNP firmware accepts (Linux and COCONUT
+            // send it too).
+            key_sel: KEY_SEL_ANY,
             reserved: [0; 24],
         };
         let mut response = [0u8; GUEST_MSG_PAGE_SIZE];
