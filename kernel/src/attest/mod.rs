@@ -24,6 +24,7 @@ pub mod dev_handover;
 pub mod dev_psp;
 pub mod guest_msg;
 pub mod services;
+pub mod snp_transport;
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -55,11 +56,11 @@ pub fn register_vtpm_service() {
     SERVICES.lock().register_current(abi::attestation::VTPM_SERVICE_GUID, crate::vtpm::ek_public);
 }
 
-/// Attestation at boot: the vTPM service in the manifest, and on the dev
-/// platform (kernel feature `dev-psp`) the development PSP from the boot
-/// image's hand-over. On SNP the report source is the guest-request client
-/// over the GHCB, which the SNP platform installs. Must run before the
-/// guest gets the boot image's pages.
+/// Attestation at boot: the vTPM service in the manifest, and the report
+/// source: on SNP the guest-request client over the GHCB with VMPCK0; on
+/// the dev platform (kernel feature `dev-psp`) the development PSP from the
+/// boot image's hand-over. Must run before the guest gets the boot image's
+/// pages.
 #[cfg(target_os = "none")]
 pub fn init_at_boot(info: &abi::boot::KernelBootInfo, platform: crate::platform::PlatformKind) {
     register_vtpm_service();
@@ -72,5 +73,12 @@ pub fn init_at_boot(info: &abi::boot::KernelBootInfo, platform: crate::platform:
             Err(e) => log::warn!("attestation: no development PSP ({e:?}); protocol 1 not offered"),
         }
     }
-    let _ = (info, platform);
+    if platform == crate::platform::PlatformKind::Snp {
+        if snp_transport::install() {
+            log::info!("attestation: guest requests to the PSP with VMPCK0");
+        } else {
+            log::warn!("attestation: no VMPCK0; protocol 1 not offered");
+        }
+    }
+    let _ = info;
 }
