@@ -20,6 +20,7 @@ mod run;
 mod setup;
 mod start_context;
 mod vtpm_bench;
+mod vtpm_checks;
 mod vtpm_cmd;
 mod vtpm_conformance;
 mod vtpm_diff;

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::env::Env;
+use crate::vtpm_checks::ecc_primary;
 use crate::vtpm_cmd::{
     Command, Marshal, Response, alg, attr, cc, create_primary, pcr_selection, public_area, rh,
 };
-use crate::vtpm_diff::ecc_primary;
 use crate::vtpm_procs::{Server, build_vtpm_sim, ensure_packages};
 use crate::vtpm_session::{CONTINUE, ParamCipher, PendingSession, SaltKey, Session};
 use crate::vtpm_tools::{BANKS, digest};

@@ -6,6 +6,8 @@
 
 use anyhow::{Result, bail, ensure};
 
+use crate::vtpm_tools::{BANKS, digest};
+
 pub const ST_NO_SESSIONS: u16 = 0x8001;
 pub const ST_SESSIONS: u16 = 0x8002;
 
@@ -323,6 +325,49 @@ pub fn create_primary(hierarchy: u32, public: &[u8]) -> Command {
     Command::new(cc::CREATE_PRIMARY).handle(hierarchy).pw().with(|p| {
         p.tpm2b(&[0, 0, 0, 0]).bytes(public).tpm2b(&[]).u32(0);
     })
+}
+
+/// FlushContext(`handle`).
+pub fn flush_context(handle: u32) -> Command {
+    Command::new(cc::FLUSH_CONTEXT).with(|p| {
+        p.u32(handle);
+    })
+}
+
+/// GetCapability(`capability`, from `property`, up to `count` entries).
+pub fn get_capability(capability: u32, property: u32, count: u32) -> Command {
+    Command::new(cc::GET_CAPABILITY).with(|p| {
+        p.u32(capability).u32(property).u32(count);
+    })
+}
+
+/// Shutdown(TPM_SU_CLEAR).
+pub fn shutdown_clear() -> Command {
+    Command::new(cc::SHUTDOWN).with(|p| {
+        p.u16(0);
+    })
+}
+
+/// Startup(TPM_SU_CLEAR).
+pub fn startup_clear() -> Command {
+    Command::new(cc::STARTUP).with(|p| {
+        p.u16(0);
+    })
+}
+
+/// PCR_Extend of `pcr` (password session) in every bank with the digests of `event`.
+pub fn pcr_extend(pcr: u32, event: &[u8]) -> Command {
+    Command::new(cc::PCR_EXTEND).handle(pcr).pw().with(|p| {
+        p.u32(BANKS.len() as u32);
+        for bank in BANKS {
+            p.u16(bank.alg).bytes(&digest(bank.alg, event));
+        }
+    })
+}
+
+/// PCR_Read of `pcrs` in `bank`.
+pub fn pcr_read(bank: u16, pcrs: &[u32]) -> Command {
+    Command::new(cc::PCR_READ).with(|p| pcr_selection(p, &[bank], pcrs))
 }
 
 /// TPMS_PCR_SELECTION list (TPML_PCR_SELECTION) for `pcrs` in each bank of `algs`.

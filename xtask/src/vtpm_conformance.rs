@@ -134,20 +134,20 @@ pub fn run_against(env: &Env, against: Against) -> Result<()> {
         }),
     }
     report.check("wire: GetCapability(COMMANDS) lists exactly what executes", || {
-        crate::vtpm_diff::capability_truthful(&mut ours.wire()?)
+        crate::vtpm_checks::capability_truthful(&mut ours.wire()?)
     });
     report.check("wire: 300 malformed commands get well-formed errors", || {
-        crate::vtpm_diff::malformed_framing(&mut ours.wire()?)?;
+        crate::vtpm_checks::malformed_framing(&mut ours.wire()?)?;
         ours.check_alive()
     });
     report.check(
         "wire: HMAC sessions (unsalted; ECC-salted with XOR) vs. independent client",
-        || crate::vtpm_diff::sessions(&mut ours.wire()?),
+        || crate::vtpm_checks::sessions(&mut ours.wire()?),
     );
     if ours.kind == Kind::Vtpm {
         report
             .check("wire: connections are separate clients; closing one flushes its state", || {
-                crate::vtpm_diff::client_isolation(&ours)
+                crate::vtpm_checks::client_isolation(&ours)
             });
     }
     drop(ours);
