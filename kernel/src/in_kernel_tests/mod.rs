@@ -5,6 +5,7 @@ mod cpu;
 mod dev;
 mod memory;
 mod platform;
+mod snp;
 mod vtpm;
 
 use kernel::testing::KernelTest;
