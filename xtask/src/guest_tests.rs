@@ -367,6 +367,24 @@ mod tests {
         assert!(judge_touch("", Access::Read).unwrap_err().contains("never announced"));
     }
 
+    /// The guest's SEV metadata block and GUIDed table, placed where its
+    /// linker script puts them, read by the same parser the IGVM builder
+    /// uses for OVMF.
+    #[test]
+    fn guest_metadata_parses_with_the_ovmf_parser() {
+        let mut image = vec![0u8; layout::IMAGE_SIZE as usize];
+        let at = |gpa: u64| (gpa - layout::IMAGE_BASE) as usize;
+        let metadata = layout::sev_metadata_bytes();
+        let metadata_at = at(layout::SEV_METADATA_GPA);
+        image[metadata_at..metadata_at + metadata.len()].copy_from_slice(&metadata);
+        let table = layout::guid_table_area();
+        let table_at = at(layout::GUID_TABLE_AREA_GPA);
+        image[table_at..table_at + table.len()].copy_from_slice(&table);
+        let sev = crate::firmware::parse_sev_metadata(&image).unwrap();
+        let firmware = GuestFirmware { name: "test guest".into(), image, sev: Some(sev) };
+        check_metadata(&firmware).unwrap();
+    }
+
     #[test]
     fn flat_image_rejects_segments_outside_the_image() {
         assert!(flat_image(b"not an elf").is_err());
