@@ -31,12 +31,7 @@ impl PageValidator for Pvalidate {
                 options(nostack),
             );
         }
-        snp_instr::pvalidate_result(result as u32, carry != 0).map_err(|error| match error {
-            snp_instr::PvalidateError::Input => PvalidateError::Input,
-            snp_instr::PvalidateError::SizeMismatch => PvalidateError::SizeMismatch,
-            snp_instr::PvalidateError::Unchanged => PvalidateError::Unchanged,
-            snp_instr::PvalidateError::Other(code) => PvalidateError::Other(code),
-        })
+        snp_instr::pvalidate_result(result as u32, carry != 0)
     }
 }
 

@@ -6,20 +6,7 @@ use abi::boot::MemoryRange;
 use abi::layout::{LARGE_PAGE_SIZE, PAGE_SIZE};
 use abi::paging::PageSize;
 
-/// Why PVALIDATE failed (its return codes, and the carry flag).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PvalidateError {
-    /// FAIL_INPUT (1): bad address or size.
-    Input,
-    /// FAIL_SIZEMISMATCH (6): a 2 MiB request over 4 KiB RMP entries.
-    SizeMismatch,
-    /// Carry set: the page already was in the requested state. For a page
-    /// the loader validates for the first time this means the host mapped
-    /// it twice or replayed it; stage2 refuses to go on.
-    Unchanged,
-    /// Any other return code.
-    Other(u32),
-}
+pub use abi::snp_instr::PvalidateError;
 
 /// The instruction, behind a trait so the algorithm is tested on the host.
 pub trait PageValidator {

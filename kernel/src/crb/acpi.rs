@@ -15,6 +15,7 @@
 //!   field to the table's address and, in its second pass, installs every
 //!   checksummed ACPI table an ADD_POINTER points at.
 
+use alloc::vec;
 use alloc::vec::Vec;
 
 use zerocopy::{Immutable, IntoBytes, KnownLayout};

@@ -147,8 +147,10 @@ kernel_test! {
         let va = TEST_VA + PAGE_SIZE;
         let mapped = with_kernel_tables(|m, t| m.map(t, va, frame, PageSize::Size4K, PageFlags::rodata()));
         check_eq!(mapped, Ok(()));
-        // SAFETY: the page is mapped read-only: reading works, writing faults (CR0.WP).
+        // SAFETY: the page is mapped read-only to a frame this test owns:
+        // reading works, writing faults (CR0.WP) and is recovered.
         check!(unsafe { extable::read_u64(va) }.is_ok());
+        // SAFETY: as above; the write faults and is recovered.
         check_eq!(unsafe { extable::write_u64(va, 1) }, Err(extable::Fault));
         let protect = with_kernel_tables(|m, t| m.protect(t, va, PageFlags::data()));
         check_eq!(protect, Ok(()));

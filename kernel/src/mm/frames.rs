@@ -190,7 +190,7 @@ mod tests {
         for _ in 0..8 {
             let pa = a.allocate().unwrap();
             assert!(!seen.contains(&pa));
-            assert!(pa >= 0x0800_0000 && pa < 0x0800_8000);
+            assert!((0x0800_0000..0x0800_8000).contains(&pa));
             seen.push(pa);
         }
         assert_eq!(a.allocate(), Err(FrameError::OutOfMemory));
