@@ -106,27 +106,36 @@ pub fn run_against(env: &Env, against: Against) -> Result<()> {
     );
 
     // 1. tpm2-tools flows, all on one TPM, in order.
-    let server = start("flows")?;
+    flows(&mut report, &start("flows")?, &work, &fixtures);
+    // 2. Wire-level checks on fresh TPMs.
+    let reference = Server::swtpm(&work.join("reference.state"), &work.join("reference.log"))?;
+    wire_checks(&mut report, &start("wire")?, &reference, &fixtures);
+    drop(reference);
+    // 3. tss-esapi suite: baseline against swtpm, then against ours.
+    esapi(env, &work, &mut report, &start)?;
+
+    report.finish("vtpm conformance", started)
+}
+
+fn flows(report: &mut Report, server: &Server, work: &Path, fixtures: &Fixtures) {
     report.check("server: Startup(CLEAR)", || server.startup());
     for (i, (name, flow)) in FLOWS.iter().enumerate() {
         report.check(&format!("flow: {name}"), || {
             let ctx = FlowCtx {
                 t: Tools::new(server.tcti(), &work.join(format!("flow-{i:02}")))?,
-                fx: &fixtures,
-                server: &server,
+                fx: fixtures,
+                server,
             };
             let result = flow(&ctx);
             server.check_alive()?;
             result
         });
     }
-    drop(server);
+}
 
-    // 2. Wire-level checks on fresh TPMs.
-    let ours = start("wire")?;
-    let reference = Server::swtpm(&work.join("reference.state"), &work.join("reference.log"))?;
+fn wire_checks(report: &mut Report, ours: &Server, reference: &Server, fixtures: &Fixtures) {
     match (ours.wire(), reference.wire()) {
-        (Ok(a), Ok(b)) => crate::vtpm_diff::differential(&mut report, a, b, &fixtures),
+        (Ok(a), Ok(b)) => crate::vtpm_diff::differential(report, a, b, fixtures),
         (a, b) => report.check("diff: connect to both TPMs", || {
             a?;
             b?;
@@ -144,19 +153,13 @@ pub fn run_against(env: &Env, against: Against) -> Result<()> {
         "wire: HMAC sessions (unsalted; ECC-salted with XOR) vs. independent client",
         || crate::vtpm_checks::sessions(&mut ours.wire()?),
     );
+    // swtpm serves one connection at a time: this one is for ours only.
     if ours.kind == Kind::Vtpm {
         report
             .check("wire: connections are separate clients; closing one flushes its state", || {
-                crate::vtpm_checks::client_isolation(&ours)
+                crate::vtpm_checks::client_isolation(ours)
             });
     }
-    drop(ours);
-    drop(reference);
-
-    // 3. tss-esapi suite: baseline against swtpm, then against ours.
-    esapi(env, &work, &mut report, &start)?;
-
-    report.finish("vtpm conformance", started)
 }
 
 fn esapi(
