@@ -26,6 +26,8 @@ pub mod vtpm;
 
 #[cfg(target_os = "none")]
 pub mod boot;
+#[cfg(target_os = "none")]
+pub mod guest_start;
 pub mod platform;
 
 #[cfg(not(target_os = "none"))]

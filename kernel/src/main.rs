@@ -49,8 +49,7 @@ fn run(_kernel: kernel::boot::Kernel) -> ! {
 
 #[cfg(not(feature = "test-runner"))]
 fn run(kernel: kernel::boot::Kernel) -> ! {
-    log::info!("SVSM ready on the {:?} platform; no guest to run yet", kernel.platform.kind());
-    platform::exit_success()
+    kernel::guest_start::run(kernel)
 }
 
 #[panic_handler]

@@ -182,6 +182,7 @@ mod machine {
                     if record.startup {
                         drop(state);
                         crate::println!("the startup vCPU stopped: ending the VM");
+                        crate::vtpm::shutdown();
                         platform::exit_failure();
                     }
                     return;

@@ -30,7 +30,10 @@ use abi::vmsa::{EFER_SVME, EXIT_CODE_VMGEXIT, Vmsa, vintr};
 use spin::{Mutex, Once};
 use zerocopy::FromZeros;
 
-use super::{GuestExit, GuestStop, GuestVcpu, MemoryAccess, Platform, PlatformKind, halt_forever};
+use super::{
+    CpuStart, GuestExit, GuestStop, GuestVcpu, MemoryAccess, Platform, PlatformError, PlatformKind,
+    halt_forever,
+};
 use crate::cpu::io::{DirectIo, IoPort};
 use crate::cpu::registers::{EFER_SVME as HOST_EFER_SVME, MSR_EFER, cpuid, rdmsr, wrmsr};
 use crate::guest_mem::{self, GuestLayout, GuestMemory};
@@ -179,6 +182,15 @@ impl Platform for Dev {
             self.sync_npt(&mut memory, gpa, size.bytes());
         }
         Ok(())
+    }
+
+    fn start_cpu(&self, apic_id: u32, start: &CpuStart) -> Result<(), PlatformError> {
+        crate::svm::ap::start(apic_id, start)
+    }
+
+    fn init_cpu(&self) -> Result<(), PlatformError> {
+        let index = crate::cpu::percpu::current().index as usize;
+        init_this_cpu(self, index).map_err(PlatformError)
     }
 
     fn run_guest(&self, vcpu: &GuestVcpu) -> GuestExit {
@@ -396,9 +408,13 @@ impl Dev {
                 && gpa + size - at >= LARGE_PAGE_SIZE
                 && memory.rmp.is_large(at);
             let step = if large { LARGE_PAGE_SIZE } else { PAGE_SIZE };
+            // The SVSM's region never enters the guest's tables, whatever
+            // its RMP entries say.
+            let svsm = guest_mem::layout().is_none_or(|layout| layout.is_svsm(at));
             let access = memory
                 .rmp
                 .page(at)
+                .filter(|_| !svsm)
                 .and_then(|page| Access::from_permissions(page.permissions(GUEST_VMPL)));
             let npt = memory.npt;
             let pa = self.host_address(at);
@@ -533,6 +549,13 @@ fn guest_layout(info: &KernelBootInfo) -> GuestLayout {
     GuestLayout::new(info.memory_ranges(), &[info.kernel_region, staging])
 }
 
+/// The bytes two ranges share, if any.
+fn intersection(a: MemoryRange, b: MemoryRange) -> Option<MemoryRange> {
+    let base = a.base.max(b.base);
+    let end = a.end()?.min(b.end()?);
+    (base < end).then_some(MemoryRange { base, size: end - base })
+}
+
 /// RAM ranges with the SVSM's ranges cut out.
 fn carve(ram: &[MemoryRange], svsm: &[MemoryRange]) -> Vec<MemoryRange> {
     let mut pieces: Vec<MemoryRange> = ram.to_vec();
@@ -575,9 +598,19 @@ pub fn init(info: &KernelBootInfo) -> Result<&'static dyn Platform, &'static str
         });
     let layout = guest_mem::init_layout(guest_layout(info));
 
+    // As after an SNP launch, the SVSM's own memory is validated and VMPL0
+    // only; guest RAM is not validated but, unlike on SNP, fully accessible
+    // to VMPL1-3: a guest that does not know SNP (stock OVMF) never asks
+    // for validation.
     let guest_ram = PageState::new(false, VmplPermissions::ALL);
+    let svsm_ram = PageState::new(true, VmplPermissions::NONE);
     let mut rmp_ranges: Vec<_> =
         carve(layout.ram(), layout.svsm()).into_iter().map(|r| (r, guest_ram)).collect();
+    for hole in layout.svsm() {
+        let inside_ram = layout.ram().iter().filter_map(|ram| intersection(*ram, *hole));
+        rmp_ranges.extend(inside_ram.map(|r| (r, svsm_ram)));
+    }
+    rmp_ranges.sort_by_key(|(range, _)| range.base);
     if let Some(window) = firmware {
         let range = MemoryRange { base: window.base, size: window.size };
         rmp_ranges.push((range, PageState::new(true, VmplPermissions::NONE)));

@@ -12,7 +12,8 @@ pub mod vtpm;
 use alloc::vec::Vec;
 
 use abi::svsm::{
-    PROTOCOL_CORE, ProtocolVersions, SVSM_ERR_UNSUPPORTED_PROTOCOL, split_request_rax,
+    PROTOCOL_ATTEST, PROTOCOL_CORE, PROTOCOL_VTPM, ProtocolVersions, SVSM_ERR_UNSUPPORTED_PROTOCOL,
+    split_request_rax,
 };
 
 use crate::guest_mem::{GuestMemory, OwnedPages, RawGuestMemory};
@@ -224,10 +225,15 @@ pub struct CallContext<'a> {
     pub regs: &'a mut CallRegisters,
 }
 
+/// The versions of the vTPM protocol served.
+pub const VTPM_VERSIONS: ProtocolVersions = ProtocolVersions { min: 1, max: 1 };
+
 /// The versions of each protocol this SVSM serves.
 pub fn protocol_versions(protocol: u32) -> Option<ProtocolVersions> {
     match protocol {
         PROTOCOL_CORE => Some(self::core::VERSIONS),
+        PROTOCOL_ATTEST => attest::versions(),
+        PROTOCOL_VTPM => Some(VTPM_VERSIONS),
         _ => None,
     }
 }
@@ -237,6 +243,13 @@ pub fn handle_call(context: &mut CallContext<'_>) -> u32 {
     let (protocol, call) = split_request_rax(context.regs.rax);
     match protocol {
         PROTOCOL_CORE => self::core::handle(call, context),
+        PROTOCOL_ATTEST => attest::handle_call(call, context.regs, context.memory),
+        PROTOCOL_VTPM => {
+            let mut regs = vtpm::VtpmRegisters { rcx: context.regs.rcx, rdx: context.regs.rdx };
+            let result = vtpm::handle(call, &mut regs, context.memory, &mut crate::vtpm::SvsmVtpm);
+            (context.regs.rcx, context.regs.rdx) = (regs.rcx, regs.rdx);
+            result
+        }
         _ => SVSM_ERR_UNSUPPORTED_PROTOCOL,
     }
 }

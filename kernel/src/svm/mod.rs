@@ -5,15 +5,19 @@
 //! - [`decode`]: the guest page walker and the decoder of the instructions
 //!   whose length the CPU does not report.
 //! - [`ghcb`]: the hypervisor's answers to the guest's VMGEXITs.
+//! - [`guest_cpuid`]: the CPUID page an SNP-aware guest gets.
 //! - [`fpu`]: a guest's x87/SSE/AVX state between its VMSA and the CPU.
 //! - [`npt`]: the guest's nested page tables.
 //!
 //! Everything here that is pure logic builds and is tested on the host; the
 //! parts that execute SVM instructions are bare-metal only.
 
+#[cfg(target_os = "none")]
+pub mod ap;
 pub mod decode;
 pub mod fpu;
 pub mod ghcb;
+pub mod guest_cpuid;
 pub mod npt;
 pub mod rmp;
 #[cfg(target_os = "none")]
