@@ -60,6 +60,21 @@ pub fn init(platform: &dyn Platform) {
         ),
         Some(failure) => log::error!("vTPM: failure mode: {}", failure.describe()),
     }
+    let (heap_used, heap_size) = crate::mm::heap_usage();
+    let (frames_free, frames_total) = {
+        let frames = FRAMES.lock();
+        (frames.free_frames(), frames.total_frames())
+    };
+    log::info!(
+        "SVSM private memory with the vTPM manufactured: {} KiB of {} MiB in frames used (kernel heap \
+         {} KiB used of {} MiB, vTPM arena {} KiB used of {} KiB)",
+        (frames_total - frames_free) * PAGE_SIZE as usize / 1024,
+        frames_total * PAGE_SIZE as usize >> 20,
+        heap_used / 1024,
+        heap_size >> 20,
+        VTPM_ARENA.used() / 1024,
+        VTPM_ARENA.size() / 1024,
+    );
     install(service);
 }
 
