@@ -24,6 +24,10 @@ use abi::layout::{NATIVE_PLATFORM_MASK, SNP_PLATFORM_MASK};
 pub const KERNEL_FEATURES: &str = "bare-metal";
 /// The kernel's features for the in-kernel test build.
 pub const KERNEL_TEST_FEATURES: &str = "bare-metal,test-runner";
+/// What the native platform's kernel adds: the development PSP, which the
+/// dev platform uses to answer attestation requests. The SNP platform's
+/// kernel never contains it.
+pub const NATIVE_ONLY_FEATURES: &str = "dev-psp";
 
 /// The guest firmware to package.
 pub enum FirmwareChoice {
@@ -120,45 +124,52 @@ pub fn build(env: &Env, options: &BuildOptions) -> Result<BuiltImage> {
     };
     let id_key = options.id_key.as_deref().map(id_block::load_key).transpose()?;
     let stage2 = build_bare_metal(env, "stage2", "bare-metal")?;
-    let kernel = build_bare_metal(env, "kernel", &options.kernel_features)?;
-    let romloader = build_bare_metal(env, "romloader", "bare-metal")?;
-    let compiled = started.elapsed();
-
     let out = &options.out_dir;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let kernel_symbols = out.join("kernel.elf");
-    std::fs::copy(&kernel, &kernel_symbols).context("copying the kernel ELF")?;
-    let stripped = out.join("kernel.stripped.elf");
-    strip_debug(&kernel, &stripped)?;
+    // One kernel per platform: the same code, but only the native one
+    // carries the development PSP. Each build's output is copied before the
+    // next build replaces it.
+    let native_features = format!("{},{NATIVE_ONLY_FEATURES}", options.kernel_features);
+    let mut kernels = Vec::new();
+    for (name, features) in
+        [("snp", options.kernel_features.as_str()), ("native", &native_features)]
+    {
+        let elf = build_bare_metal(env, "kernel", features)?;
+        let symbols = out.join(format!("kernel-{name}.elf"));
+        std::fs::copy(&elf, &symbols).context("copying the kernel ELF")?;
+        let stripped = out.join(format!("kernel-{name}.stripped.elf"));
+        strip_debug(&symbols, &stripped)?;
+        kernels.push((symbols, read(&stripped)?));
+    }
+    let romloader = build_bare_metal(env, "romloader", "bare-metal")?;
+    let compiled = started.elapsed();
     std::fs::copy(&stage2, out.join("stage2.elf")).context("copying the stage2 ELF")?;
 
     let stage2_elf = read(&stage2)?;
-    let kernel_elf = read(&stripped)?;
     let inputs = ImageInputs {
         stage2_elf: &stage2_elf,
-        kernel_elf: &kernel_elf,
+        kernel_snp: &kernels[0].1,
+        kernel_native: &kernels[1].1,
         firmware: firmware.as_ref(),
     };
-    // Attestation (issue 5): a kernel with the development PSP gets its keys
-    // in native-platform pages of the image.
-    let dev_psp = options
-        .kernel_features
-        .split(',')
-        .any(|feature| feature == "dev-psp")
-        .then(|| crate::attest_certs::chain_dir(&env.build));
-    let written =
-        write_image(&inputs, id_key.as_ref(), &read(&romloader)?, out, dev_psp.as_deref())?;
+    // Attestation (issue 5): the native kernel's development PSP gets its
+    // keys in native-platform pages of the image.
+    let dev_psp = crate::attest_certs::chain_dir(&env.build);
+    let written = write_image(&inputs, id_key.as_ref(), &read(&romloader)?, out, Some(&dev_psp))?;
 
     println!(
         "build: stage2        {:>9} bytes (ELF {})",
         loaded_size(&stage2_elf),
         stage2_elf.len()
     );
-    println!(
-        "build: kernel        {:>9} bytes stripped ELF ({} with debug info)",
-        kernel_elf.len(),
-        std::fs::metadata(&kernel)?.len()
-    );
+    for ((symbols, stripped), name) in kernels.iter().zip(["SNP", "native"]) {
+        println!(
+            "build: kernel ({name:>6}) {:>9} bytes stripped ELF ({} with debug info: {})",
+            stripped.len(),
+            std::fs::metadata(symbols)?.len(),
+            symbols.display()
+        );
+    }
     if let Some(fw) = &firmware {
         println!("build: firmware      {:>9} bytes ({})", fw.image.len(), fw.name);
     }
@@ -173,7 +184,6 @@ pub fn build(env: &Env, options: &BuildOptions) -> Result<BuiltImage> {
         written.rom.display()
     );
     println!("build: page log      {}", written.page_log.display());
-    println!("build: kernel symbols {}", kernel_symbols.display());
     println!("build: SNP launch digest {}", written.digest);
     println!(
         "build: done in {:.1} s (compiling {:.1} s)",

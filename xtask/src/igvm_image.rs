@@ -42,8 +42,12 @@ const SNP_HIGHEST_VTL: u8 = 2;
 pub struct ImageInputs<'a> {
     /// Stage2's ELF executable, linked at its load address.
     pub stage2_elf: &'a [u8],
-    /// The kernel ELF file, debug info stripped; placed as is.
-    pub kernel_elf: &'a [u8],
+    /// The SNP platform's kernel ELF file, debug info stripped; placed as
+    /// is. Built without the development PSP.
+    pub kernel_snp: &'a [u8],
+    /// The native platform's kernel ELF file (with the development PSP the
+    /// dev platform offers), placed at the same address for that platform.
+    pub kernel_native: &'a [u8],
     /// The guest firmware, if any.
     pub firmware: Option<&'a GuestFirmware>,
 }
@@ -69,24 +73,27 @@ fn directives(inputs: &ImageInputs<'_>) -> Result<Vec<IgvmDirectiveHeader>> {
         stage2_pages.keys().any(|&gpa| (gpa..gpa + PAGE_SIZE).contains(&entry)),
         "stage2's entry point {entry:#x} is not inside any of its loaded pages"
     );
-    Elf::parse(inputs.kernel_elf).map_err(|e| anyhow::anyhow!("kernel ELF: {e}"))?;
-    let kernel_room = KERNEL_ELF_LIMIT - KERNEL_ELF_GPA;
-    ensure!(
-        inputs.kernel_elf.len() as u64 <= kernel_room,
-        "the stripped kernel ELF is {} bytes, more than the {kernel_room} bytes reserved for it at \
-         {KERNEL_ELF_GPA:#x}..{KERNEL_ELF_LIMIT:#x} (abi/src/layout.rs): shrink the kernel or \
-         move KERNEL_ELF_LIMIT",
-        inputs.kernel_elf.len()
-    );
+    for (name, kernel) in [("SNP", inputs.kernel_snp), ("native", inputs.kernel_native)] {
+        Elf::parse(kernel).map_err(|e| anyhow::anyhow!("{name} kernel ELF: {e}"))?;
+        let kernel_room = KERNEL_ELF_LIMIT - KERNEL_ELF_GPA;
+        ensure!(
+            kernel.len() as u64 <= kernel_room,
+            "the stripped {name} kernel ELF is {} bytes, more than the {kernel_room} bytes \
+             reserved for it at {KERNEL_ELF_GPA:#x}..{KERNEL_ELF_LIMIT:#x} (abi/src/layout.rs): \
+             shrink the kernel or move KERNEL_ELF_LIMIT",
+            kernel.len()
+        );
+    }
     if let Some(fw) = inputs.firmware {
         firmware::check_size(&fw.image).with_context(|| format!("guest firmware {}", fw.name))?;
     }
 
     let mut d = Vec::new();
-    for (mask, platform) in
-        [(SNP_PLATFORM_MASK, PlatformType::Snp), (NATIVE_PLATFORM_MASK, PlatformType::Native)]
-    {
-        let params = boot_params(platform, inputs.kernel_elf.len() as u64, inputs.firmware);
+    for (mask, platform, kernel) in [
+        (SNP_PLATFORM_MASK, PlatformType::Snp, inputs.kernel_snp),
+        (NATIVE_PLATFORM_MASK, PlatformType::Native, inputs.kernel_native),
+    ] {
+        let params = boot_params(platform, kernel.len() as u64, inputs.firmware);
         d.push(page(BOOT_PARAMS_GPA, mask, IgvmPageDataType::NORMAL, params.as_bytes().to_vec()));
     }
     d.push(page(SECRETS_GPA, SNP_PLATFORM_MASK, IgvmPageDataType::SECRETS, Vec::new()));
@@ -117,7 +124,8 @@ fn directives(inputs: &ImageInputs<'_>) -> Result<Vec<IgvmDirectiveHeader>> {
     for (gpa, data) in stage2_pages {
         d.push(page(gpa, ALL_PLATFORMS, IgvmPageDataType::NORMAL, data));
     }
-    push_blob(&mut d, KERNEL_ELF_GPA, ALL_PLATFORMS, inputs.kernel_elf);
+    push_blob(&mut d, KERNEL_ELF_GPA, SNP_PLATFORM_MASK, inputs.kernel_snp);
+    push_blob(&mut d, KERNEL_ELF_GPA, NATIVE_PLATFORM_MASK, inputs.kernel_native);
     d.push(IgvmDirectiveHeader::RequiredMemory {
         gpa: KERNEL_REGION_BASE,
         compatibility_mask: ALL_PLATFORMS,

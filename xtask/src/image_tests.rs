@@ -127,7 +127,8 @@ fn assemble(
 ) -> (IgvmFile, Vec<u8>) {
     let stage2 = stand_in_stage2(STAND_IN_MESSAGE);
     let kernel = stand_in_kernel();
-    let inputs = ImageInputs { stage2_elf: &stage2, kernel_elf: &kernel, firmware };
+    let inputs =
+        ImageInputs { stage2_elf: &stage2, kernel_snp: &kernel, kernel_native: &kernel, firmware };
     let file = igvm_image::assemble(&inputs, key).expect("assembling");
     let bytes = igvm_image::serialize(&file).expect("serializing");
     let parsed = IgvmFile::new_from_binary(&bytes, None).expect("parsing back");
@@ -327,7 +328,12 @@ fn oversized_inputs_are_refused_with_the_limit() {
     let kernel = stand_in_kernel();
     let outside = elf_with_segment(STAGE2_LIMIT - 0x1000, &[0x90; 16], 0x2000, 5);
     let error = igvm_image::assemble(
-        &ImageInputs { stage2_elf: &outside, kernel_elf: &kernel, firmware: None },
+        &ImageInputs {
+            stage2_elf: &outside,
+            kernel_snp: &kernel,
+            kernel_native: &kernel,
+            firmware: None,
+        },
         None,
     )
     .unwrap_err()
@@ -338,7 +344,12 @@ fn oversized_inputs_are_refused_with_the_limit() {
     let mut big_kernel = stand_in_kernel();
     big_kernel.resize((KERNEL_ELF_LIMIT - KERNEL_ELF_GPA) as usize + 1, 1);
     let error = igvm_image::assemble(
-        &ImageInputs { stage2_elf: &stage2, kernel_elf: &big_kernel, firmware: None },
+        &ImageInputs {
+            stage2_elf: &stage2,
+            kernel_snp: &big_kernel,
+            kernel_native: &big_kernel,
+            firmware: None,
+        },
         None,
     )
     .unwrap_err()
@@ -549,7 +560,12 @@ fn qemu_boots_the_stand_in_through_the_rom_loader() {
     let stage2 = stand_in_stage2(STAND_IN_MESSAGE);
     let kernel = stand_in_kernel();
     let ovmf = real_ovmf();
-    let inputs = ImageInputs { stage2_elf: &stage2, kernel_elf: &kernel, firmware: Some(&ovmf) };
+    let inputs = ImageInputs {
+        stage2_elf: &stage2,
+        kernel_snp: &kernel,
+        kernel_native: &kernel,
+        firmware: Some(&ovmf),
+    };
     let out = env.build.join("test-standin");
     std::fs::create_dir_all(&out).unwrap();
     let image = builder::write_image(&inputs, None, &loader, &out, None).unwrap();

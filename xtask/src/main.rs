@@ -4,21 +4,25 @@
 mod attest_certs;
 mod attest_sample;
 mod attest_verify;
+mod bench_call;
 mod bios_image;
 mod builder;
 mod env;
 mod firmware;
 mod guest_linux;
+mod guest_tests;
 mod id_block;
 mod igvm_image;
 #[cfg(test)]
 mod image_tests;
 mod kvm_rules;
+mod lint;
 mod measure;
 mod qemu;
 mod run;
 mod setup;
 mod start_context;
+mod test;
 mod vtpm_bench;
 mod vtpm_checks;
 mod vtpm_cmd;
@@ -45,8 +49,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run every test: host unit tests, vTPM conformance, boot tests.
-    Test,
+    /// Run every test: host unit tests, in-kernel tests, the test guest,
+    /// vTPM conformance; one summary at the end.
+    Test(test::TestArgs),
+    /// Clippy with warnings as errors, host and bare-metal crates.
+    Lint,
     /// Build stage2 and the kernel and write the IGVM file, its launch
     /// digest, page log and QEMU -bios wrapper.
     Build(run::BuildArgs),
@@ -67,6 +74,11 @@ enum Command {
         /// Output directory.
         out: PathBuf,
     },
+    /// Benchmarks: figures only, nothing asserted.
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
     /// Install what the other commands need (QEMU, OVMF, Python venv, Rust target).
     Setup,
     /// vTPM conformance alone (temporary, until `test` runs it).
@@ -76,26 +88,31 @@ enum Command {
         #[arg(long)]
         swtpm: bool,
     },
-    /// vTPM benchmark (temporary, until `bench vtpm` runs it).
-    #[command(hide = true)]
-    VtpmBench,
+}
+
+/// What `cargo xtask bench` measures.
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// SVSM calls per second from the test guest, against a bare VMGEXIT
+    /// round trip without dispatch.
+    Call,
+    /// The vTPM engine against swtpm, command by command, and its memory use.
+    Vtpm,
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let env = env::Env::discover()?;
     match cli.command {
-        Command::Test => {
-            setup::ensure_boot_tools(&env)?;
-            setup::ensure_python_venv(&env)?;
-            env.cargo(&["test", "--workspace"])?;
-            Ok(())
-        }
+        Command::Test(args) => test::run(&env, &args),
+        Command::Lint => lint::run(&env),
         Command::Build(args) => run::build(&env, &args),
         Command::Run(args) => run::run(&env, &args),
         Command::Measure { file } => builder::measure_file(&file),
         Command::Verify(args) => attest_verify::main(&args, &env.build),
         Command::AttestSample { out } => attest_sample::main(&out, &env.build),
+        Command::Bench { what: BenchWhat::Call } => bench_call::run(&env),
+        Command::Bench { what: BenchWhat::Vtpm } => vtpm_bench::run(&env),
         Command::Setup => setup::run(&env),
         Command::VtpmConformance { swtpm } => {
             if swtpm {
@@ -104,6 +121,5 @@ fn main() -> Result<()> {
                 vtpm_conformance::run(&env)
             }
         }
-        Command::VtpmBench => vtpm_bench::run(&env),
     }
 }

@@ -52,20 +52,30 @@ pub fn run(env: &Env, args: &TestArgs) -> Result<()> {
     let tiers: Vec<(&'static str, Box<dyn Fn(&Env) -> Result<String>>)> = match args.platform {
         TestPlatform::Dev => vec![
             ("host unit tests", Box::new(host_unit_tests)),
-            ("in-kernel tests, dev platform (QEMU TCG, SVM+NPT)", Box::new(|env: &Env| {
-                kernel_tests(env, guest_tests::DEV_CPU)
-            })),
-            ("in-kernel tests, native platform (QEMU TCG, no SVM)", Box::new(|env: &Env| {
-                kernel_tests(env, "EPYC-v4,-svm")
-            })),
-            ("test guest: every core call, hostile inputs", Box::new(|env: &Env| {
-                guest_tests::run(env).map(|()| "all cases passed".to_string())
-            })),
-            ("vTPM conformance (tpm2-tools, swtpm, tss-esapi)", Box::new(|env: &Env| {
-                vtpm_conformance::run(env).map(|()| "all checks passed".to_string())
-            })),
+            (
+                "in-kernel tests, dev platform (QEMU TCG, SVM+NPT)",
+                Box::new(|env: &Env| kernel_tests(env, guest_tests::DEV_CPU)),
+            ),
+            (
+                "in-kernel tests, native platform (QEMU TCG, no SVM)",
+                Box::new(|env: &Env| kernel_tests(env, "EPYC-v4,-svm")),
+            ),
+            (
+                "test guest: every core call, hostile inputs",
+                Box::new(|env: &Env| {
+                    guest_tests::run(env).map(|()| "all cases passed".to_string())
+                }),
+            ),
+            (
+                "vTPM conformance (tpm2-tools, swtpm, tss-esapi)",
+                Box::new(|env: &Env| {
+                    vtpm_conformance::run(env).map(|()| "all checks passed".to_string())
+                }),
+            ),
         ],
-        TestPlatform::Snp => vec![("in-kernel tests, SNP platform (launcher)", Box::new(snp_kernel_tests))],
+        TestPlatform::Snp => {
+            vec![("in-kernel tests, SNP platform (launcher)", Box::new(snp_kernel_tests))]
+        }
     };
     let started = Instant::now();
     let mut results = Vec::new();
@@ -182,7 +192,8 @@ fn kernel_tests(env: &Env, cpu: &str) -> Result<String> {
     let Some((passed, failed)) = parse_kernel_summary(&boot.serial) else {
         bail!("the kernel printed no `N passed, N failed` line ({ending})");
     };
-    let summary = format!("{passed} passed, {failed} failed in {:.2} s", boot.elapsed.as_secs_f64());
+    let summary =
+        format!("{passed} passed, {failed} failed in {:.2} s", boot.elapsed.as_secs_f64());
     if failed > 0 || !boot.ending.is_success() {
         bail!("{summary}; {ending}");
     }
@@ -194,8 +205,8 @@ fn kernel_tests(env: &Env, cpu: &str) -> Result<String> {
 
 fn snp_kernel_tests(env: &Env) -> Result<String> {
     let image = build_kernel_test_image(env)?;
-    let bytes = std::fs::read(&image.igvm)
-        .with_context(|| format!("reading {}", image.igvm.display()))?;
+    let bytes =
+        std::fs::read(&image.igvm).with_context(|| format!("reading {}", image.igvm.display()))?;
     let features = launcher::snp::required_vmsa_features(&bytes)?;
     let report = launcher::snp::preflight::run_on_host(features, launcher::snp::PlanesMode::Off);
     println!("{report}");
