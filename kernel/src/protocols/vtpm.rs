@@ -10,7 +10,8 @@
 //!
 //! The buffer is hostile: it is read once through the checked guest memory
 //! into SVSM memory (the guest cannot change the command while the TPM runs)
-//! and the response is written back in one checked write. A command larger
+//! and the response is written back in one checked write. Both copies are
+//! zeroed when dropped (commands and responses may carry secrets). A command larger
 //! than the buffer can hold is answered by the TPM's own error,
 //! TPM_RC_COMMAND_SIZE, as a real TPM answers an oversize command; a malformed
 //! header is the SVSM's SVSM_ERR_INVALID_PARAMETER, an unusable GPA
@@ -23,6 +24,7 @@ use abi::svsm::{
     SVSM_SUCCESS,
 };
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+use zeroize::Zeroizing;
 
 use crate::guest_mem::{GuestMemory, read_obj};
 use crate::vtpm::{self, TPM_RC_COMMAND_SIZE, TPM_RC_FAILURE, TPM_RC_MEMORY, TpmBackend};
@@ -119,8 +121,12 @@ fn send_command(gpa: u64, memory: &dyn GuestMemory, tpm: &mut dyn TpmBackend) ->
 
 /// Copies the TPM command into SVSM memory; `None` if there is no memory
 /// for the copy (the SVSM answers TPM_RC_MEMORY instead of aborting).
-fn read_command(memory: &dyn GuestMemory, gpa: u64, size: usize) -> Result<Option<Vec<u8>>, u32> {
-    let mut command = Vec::new();
+fn read_command(
+    memory: &dyn GuestMemory,
+    gpa: u64,
+    size: usize,
+) -> Result<Option<Zeroizing<Vec<u8>>>, u32> {
+    let mut command = Zeroizing::new(Vec::new());
     if command.try_reserve_exact(size).is_err() {
         return Ok(None);
     }
@@ -134,18 +140,20 @@ fn read_command(memory: &dyn GuestMemory, gpa: u64, size: usize) -> Result<Optio
 /// Writes `{size, response}` in one checked write (SVSM_ERR_BUSY if the
 /// SVSM has no memory to assemble it).
 fn write_response(memory: &dyn GuestMemory, gpa: u64, response: &[u8]) -> Result<(), u32> {
+    let failure;
     let response = if response.len() > MAX_TPM_RESPONSE {
         log::error!("vTPM: a {} byte response does not fit the buffer", response.len());
-        vtpm::error_response(TPM_RC_FAILURE)
+        failure = vtpm::error_response(TPM_RC_FAILURE);
+        &failure
     } else {
-        response.to_vec()
+        response
     };
     let header = SendCommandResponse { size: response.len() as u32 };
-    let mut out = Vec::new();
+    let mut out = Zeroizing::new(Vec::new());
     out.try_reserve_exact(size_of::<SendCommandResponse>() + response.len())
         .map_err(|_| SVSM_ERR_BUSY)?;
     out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(&response);
+    out.extend_from_slice(response);
     memory.write(gpa, &out).map_err(|_| SVSM_ERR_INVALID_ADDRESS)
 }
 
