@@ -592,6 +592,10 @@ impl Cases<'_> {
         let created = self.create(AP_VMSA_PAGE, AP_CA_PAGE, apic);
         expect_code("create-vcpu/ap", &created, SVSM_SUCCESS);
         let reported = created.code() == SVSM_SUCCESS && wait_for_ap(AP_REPORTED);
+        let parked = created.code() == SVSM_SUCCESS && wait_for_ap(AP_PARKING);
+        // The SVSM logs the parking on the same UART from its other CPU;
+        // let that line out before this vCPU prints again.
+        settle();
         let code = AP_CALL_CODE.load(core::sync::atomic::Ordering::SeqCst);
         let rcx = AP_CALL_RCX.load(core::sync::atomic::Ordering::SeqCst);
         record(
@@ -628,9 +632,8 @@ impl Cases<'_> {
             &self.core(CoreCall::DeleteVcpu, AP_VMSA_PAGE + 8, 0, 0),
             SVSM_ERR_INVALID_PARAMETER,
         );
-        // Delete the AP once it parks (retrying while the SVSM reports it
+        // Delete the AP, parked above (retrying while the SVSM reports it
         // still running).
-        let parked = created.code() == SVSM_SUCCESS && wait_for_ap(AP_PARKING);
         let mut deleted = self.core(CoreCall::DeleteVcpu, AP_VMSA_PAGE, 0, 0);
         let mut retries = 0;
         while deleted.code() == SVSM_ERR_CORE_FAIL_INUSE && retries < 1000 {
@@ -756,7 +759,7 @@ impl Cases<'_> {
             "withdraw/returns-the-deposited-pages",
             outcome.delivered() && outcome.code() == SVSM_SUCCESS && same,
             format_args!(
-                "expected {} with the 4 deposited GPAs, got {} with {count}: {:#x?}",
+                "expected {} with the 4 deposited GPAs, got {} with {count}: {:x?}",
                 Code(SVSM_SUCCESS),
                 Code(outcome.code()),
                 &returned[..count.min(4)]
@@ -789,6 +792,14 @@ impl Cases<'_> {
                 Code(again.code())
             ),
         );
+    }
+}
+
+/// Waits about a tenth of a second (TSC at 2-3 GHz).
+fn settle() {
+    let until = arch::rdtsc().saturating_add(300_000_000);
+    while arch::rdtsc() < until {
+        arch::relax();
     }
 }
 
