@@ -19,7 +19,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use abi::boot::{KernelBootInfo, MemoryRange};
-use abi::ghcb::MSR_GHCB;
+use abi::ghcb::{IoDirection, IoioInfo, MSR_GHCB};
 use abi::layout::{FIRMWARE_MAX_SIZE, FIRMWARE_STAGING_BASE, LARGE_PAGE_SIZE, PAGE_SIZE};
 use abi::sev_status::MSR_SEV_STATUS;
 use abi::snp_instr::{
@@ -36,11 +36,13 @@ use super::{
 };
 use crate::cpu::io::{DirectIo, IoPort};
 use crate::cpu::registers::{EFER_SVME as HOST_EFER_SVME, MSR_EFER, cpuid, rdmsr, wrmsr};
+use crate::crb::device::{CRB_BASE, CRB_SIZE};
 use crate::guest_mem::{self, GuestLayout, GuestMemory};
 use crate::mm::paging::{phys_to_virt, virt_to_phys};
 use crate::mm::{FRAMES, with_kernel_tables};
 use crate::svm::decode::{self, GuestPaging, GuestPhysRead, Intercepted};
 use crate::svm::fpu::{XSTATE_MANAGED, XsaveArea};
+use crate::svm::fw_cfg::{self, FwCfgDevice, FwCfgFilter};
 use crate::svm::ghcb::{GhcbState, VmgexitAction};
 use crate::svm::npt::{Access, NestedTables};
 use crate::svm::rmp::{PageState, Rmp};
@@ -62,6 +64,13 @@ const CR4_OSXMMEXCPT: u64 = 1 << 10;
 const CR4_OSXSAVE: u64 = 1 << 18;
 const EFER_LMA: u64 = 1 << 10;
 const CS_LONG: u16 = 1 << 9;
+const CS_DEFAULT_BIG: u16 = 1 << 10;
+const RFLAGS_DF: u64 = 1 << 10;
+/// IOIO EXITINFO1 address-size bits: 16, 32, 64-bit.
+const IOIO_ADDRESS_16: u64 = 1 << 7;
+const IOIO_ADDRESS_32: u64 = 1 << 8;
+const IOIO_ADDRESS_64: u64 = 1 << 9;
+const IOIO_ADDRESS_SIZE_MASK: u64 = IOIO_ADDRESS_16 | IOIO_ADDRESS_32 | IOIO_ADDRESS_64;
 
 /// What CPUID leaf 0x8000000A says about SVM.
 #[derive(Clone, Copy, Debug)]
@@ -122,6 +131,10 @@ pub struct Dev {
     /// XCR0 bits the CPU supports (0 without XSAVE).
     supported_xcr0: u64,
     mxcsr_mask: u32,
+    /// The guest's view of fw_cfg, if the VM has the device.
+    fw_cfg: Option<Mutex<FwCfgFilter>>,
+    /// The SVSM frame fw_cfg DMA descriptors are handed to the device from.
+    fw_cfg_bounce: u64,
 }
 
 /// One CPU's dev-platform state.
@@ -277,7 +290,9 @@ impl Dev {
         match code {
             exit::VMMCALL => self.vmmcall(cpu),
             exit::MSR => self.msr(cpu, info1 == abi::ghcb::MSR_EXIT_WRITE),
+            exit::NPF if crate::crb::contains(info2) => self.mmio(cpu, info2),
             exit::NPF => Next::Leave(GuestExit::Stopped(self.forbidden(cpu, info1, info2))),
+            exit::IOIO => self.ioio(cpu),
             exit::SHUTDOWN => Next::Leave(GuestExit::Stopped(GuestStop::Shutdown)),
             exit::VMRUN
             | exit::VMLOAD
@@ -368,6 +383,60 @@ impl Dev {
         }
         advance(cpu, length);
         Next::Resume
+    }
+
+    /// An access to an emulated device page (the CRB of the vTPM).
+    fn mmio(&self, cpu: &mut DevCpu, gpa: u64) -> Next {
+        let memory = guest_mem::guest();
+        match crate::crb::handle_npf(&mut GuestCpuView { cpu }, &memory, gpa) {
+            Ok(()) => {
+                cpu.vmcb.control.interrupt_shadow = 0;
+                Next::Resume
+            }
+            Err(error) => {
+                log::warn!("guest access to the CRB at {gpa:#x} not emulated: {error:?}");
+                Next::Leave(unhandled(cpu))
+            }
+        }
+    }
+
+    /// An intercepted port access: the fw_cfg ports.
+    fn ioio(&self, cpu: &mut DevCpu) -> Next {
+        let (Some(info), Some(filter)) = (ioio_info(cpu), self.fw_cfg.as_ref()) else {
+            return Next::Leave(unhandled(cpu));
+        };
+        let next_rip = cpu.vmcb.control.exit_info2;
+        let mut device = PortFwCfg { bounce: self.fw_cfg_bounce };
+        let memory = guest_mem::guest();
+        let mut filter = filter.lock();
+        let value_mask = u64::MAX >> (64 - 8 * u32::from(info.size));
+        if !info.string {
+            match info.direction {
+                IoDirection::In => {
+                    let value = u64::from(filter.port_in(info.port, info.size, &mut device));
+                    let rax = &mut cpu.vmcb.save.rax;
+                    // A 32-bit IN clears RAX's upper half; smaller ones merge.
+                    *rax = if info.size == 4 { value } else { (*rax & !value_mask) | value };
+                }
+                IoDirection::Out => {
+                    let value = (cpu.vmcb.save.rax & value_mask) as u32;
+                    filter.port_out(info.port, info.size, value, &mut device, &memory);
+                }
+            }
+            cpu.vmcb.save.rip = next_rip;
+            cpu.vmcb.control.interrupt_shadow = 0;
+            return Next::Resume;
+        }
+        match string_io(cpu, &info, &mut filter, &mut device, &memory) {
+            Ok(done) => {
+                if done {
+                    cpu.vmcb.save.rip = next_rip;
+                    cpu.vmcb.control.interrupt_shadow = 0;
+                }
+                Next::Resume
+            }
+            Err(stop) => Next::Leave(GuestExit::Stopped(stop)),
+        }
     }
 
     /// The report of a nested page fault: what the guest touched and whose
@@ -483,6 +552,298 @@ fn unhandled(cpu: &DevCpu) -> GuestExit {
     })
 }
 
+/// The IOIO exit information. QEMU leaves its address-size field clear;
+/// the guest's code size is the address size then.
+fn ioio_info(cpu: &DevCpu) -> Option<IoioInfo> {
+    let mut info = cpu.vmcb.control.exit_info1;
+    if info & IOIO_ADDRESS_SIZE_MASK == 0 {
+        let save = &cpu.vmcb.save;
+        info |= if save.efer & EFER_LMA != 0 && save.cs.attrib & CS_LONG != 0 {
+            IOIO_ADDRESS_64
+        } else if save.cs.attrib & CS_DEFAULT_BIG != 0 {
+            IOIO_ADDRESS_32
+        } else {
+            IOIO_ADDRESS_16
+        };
+    }
+    IoioInfo::decode(info)
+}
+
+/// Elements a REP INS/OUTS moves per exit; the guest re-executes the
+/// instruction for the rest, as after an interrupt.
+const STRING_ELEMENTS_PER_EXIT: u64 = 4096;
+
+/// Emulates INS/OUTS on the fw_cfg ports; returns whether the instruction
+/// is complete (else the guest re-executes it with the updated registers).
+fn string_io(
+    cpu: &mut DevCpu,
+    info: &IoioInfo,
+    filter: &mut FwCfgFilter,
+    device: &mut PortFwCfg,
+    memory: &dyn GuestMemory,
+) -> Result<bool, GuestStop> {
+    let save = &cpu.vmcb.save;
+    let paging = GuestPaging { cr0: save.cr0, cr3: save.cr3, cr4: save.cr4, efer: save.efer };
+    let long_mode = save.efer & EFER_LMA != 0 && save.cs.attrib & CS_LONG != 0;
+    let address_mask = match info.address_size {
+        16 => 0xFFFF,
+        32 => 0xFFFF_FFFF,
+        _ => u64::MAX,
+    };
+    let input = info.direction == IoDirection::In;
+    // INS writes to ES:rDI, OUTS reads from (segment):rSI; in 64-bit mode
+    // only FS and GS have a base.
+    let segment = if input { 0 } else { info.segment };
+    let base =
+        if long_mode && !matches!(segment, 4 | 5) { 0 } else { segment_of(save, segment).base };
+    let step = u64::from(info.size);
+    let down = save.rflags & RFLAGS_DF != 0;
+    let width = usize::from(info.size);
+    let mut count = if info.rep { cpu.gprs.rcx & address_mask } else { 1 };
+    let mut index = if input { cpu.gprs.rdi } else { cpu.gprs.rsi };
+    let mut moved = 0;
+    while count > 0 && moved < STRING_ELEMENTS_PER_EXIT {
+        let linear = base.wrapping_add(index & address_mask);
+        if input {
+            let mut value = filter.port_in(info.port, info.size, device).to_le_bytes();
+            copy_linear(memory, &paging, linear, &mut value[..width], true)
+                .ok_or_else(|| string_stop(cpu))?;
+        } else {
+            let mut value = [0u8; 4];
+            copy_linear(memory, &paging, linear, &mut value[..width], false)
+                .ok_or_else(|| string_stop(cpu))?;
+            filter.port_out(info.port, info.size, u32::from_le_bytes(value), device, memory);
+        }
+        index = if down { index.wrapping_sub(step) } else { index.wrapping_add(step) };
+        count -= 1;
+        moved += 1;
+    }
+    let update = |register: &mut u64, value: u64| {
+        *register = (*register & !address_mask) | (value & address_mask);
+    };
+    if input {
+        update(&mut cpu.gprs.rdi, index);
+    } else {
+        update(&mut cpu.gprs.rsi, index);
+    }
+    if info.rep {
+        update(&mut cpu.gprs.rcx, count);
+    }
+    Ok(count == 0)
+}
+
+/// Copies between `bytes` and guest linear address `linear` (`to_guest`:
+/// into guest memory), byte by byte through the guest's page tables and the
+/// checked guest memory.
+fn copy_linear(
+    memory: &dyn GuestMemory,
+    paging: &GuestPaging,
+    linear: u64,
+    bytes: &mut [u8],
+    to_guest: bool,
+) -> Option<()> {
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        let gpa = paging.translate(linear.wrapping_add(i as u64), &GuestCodeRam).ok()?;
+        let done = if to_guest {
+            memory.write(gpa, core::slice::from_ref(byte))
+        } else {
+            memory.read(gpa, core::slice::from_mut(byte))
+        };
+        done.ok()?;
+    }
+    Some(())
+}
+
+/// A string I/O the platform cannot complete (a buffer the guest's tables
+/// do not map, or memory it may not touch): the vCPU stops.
+fn string_stop(cpu: &DevCpu) -> GuestStop {
+    match unhandled(cpu) {
+        GuestExit::Stopped(stop) => stop,
+        GuestExit::Request => GuestStop::InvalidState,
+    }
+}
+
+/// The segment register an IOIO exit names (0 = ES ... 5 = GS).
+fn segment_of(save: &abi::vmcb::VmcbSave, number: u8) -> &abi::vmsa::Segment {
+    match number {
+        0 => &save.es,
+        1 => &save.cs,
+        2 => &save.ss,
+        4 => &save.fs,
+        5 => &save.gs,
+        _ => &save.ds,
+    }
+}
+
+/// Guest page tables as the string I/O walk reads them: RAM only.
+struct GuestCodeRam;
+
+impl GuestPhysRead for GuestCodeRam {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Option<()> {
+        guest_mem::guest().read(gpa, buf).ok()
+    }
+}
+
+/// QEMU's fw_cfg device, through its ports; DMA descriptors are handed to it
+/// from an SVSM frame.
+struct PortFwCfg {
+    bounce: u64,
+}
+
+impl FwCfgDevice for PortFwCfg {
+    fn select(&mut self, key: u16) {
+        DIRECT_IO.outw(fw_cfg::SELECTOR_PORT, key);
+    }
+
+    fn read_data(&mut self) -> u8 {
+        DIRECT_IO.inb(fw_cfg::DATA_PORT)
+    }
+
+    fn dma(&mut self, control: u32, length: u32, address: u64) -> u32 {
+        let descriptor = phys_to_virt(self.bounce) as *mut [u8; 16];
+        let mut raw = [0u8; 16];
+        raw[0..4].copy_from_slice(&control.to_be_bytes());
+        raw[4..8].copy_from_slice(&length.to_be_bytes());
+        raw[8..16].copy_from_slice(&address.to_be_bytes());
+        // SAFETY: the bounce frame belongs to the fw_cfg filter alone (used
+        // under its lock); the device reads and writes it during the OUT.
+        unsafe { core::ptr::write_volatile(descriptor, raw) };
+        DIRECT_IO.outl(fw_cfg::DMA_HIGH_PORT, ((self.bounce >> 32) as u32).to_be());
+        DIRECT_IO.outl(fw_cfg::DMA_LOW_PORT, (self.bounce as u32).to_be());
+        // SAFETY: as above; the transfer completed within the OUT.
+        let done = unsafe { core::ptr::read_volatile(descriptor) };
+        u32::from_be_bytes(done[0..4].try_into().expect("4 bytes"))
+    }
+
+    fn port_in(&mut self, port: u16, size: u8) -> u32 {
+        match size {
+            1 => u32::from(DIRECT_IO.inb(port)),
+            2 => u32::from(DIRECT_IO.inw(port)),
+            _ => DIRECT_IO.inl(port),
+        }
+    }
+
+    fn port_out(&mut self, port: u16, size: u8, value: u32) {
+        match size {
+            1 => DIRECT_IO.outb(port, value as u8),
+            2 => DIRECT_IO.outw(port, value as u16),
+            _ => DIRECT_IO.outl(port, value),
+        }
+    }
+}
+
+/// The stopped vCPU as the MMIO emulator sees it.
+struct GuestCpuView<'a> {
+    cpu: &'a mut DevCpu,
+}
+
+impl GuestCpuView<'_> {
+    fn gpr(&mut self, number: u8) -> Option<&mut u64> {
+        let (g, save) = (&mut self.cpu.gprs, &mut self.cpu.vmcb.save);
+        Some(match number {
+            0 => &mut save.rax,
+            1 => &mut g.rcx,
+            2 => &mut g.rdx,
+            3 => &mut g.rbx,
+            4 => &mut save.rsp,
+            5 => &mut g.rbp,
+            6 => &mut g.rsi,
+            7 => &mut g.rdi,
+            8 => &mut g.r8,
+            9 => &mut g.r9,
+            10 => &mut g.r10,
+            11 => &mut g.r11,
+            12 => &mut g.r12,
+            13 => &mut g.r13,
+            14 => &mut g.r14,
+            15 => &mut g.r15,
+            _ => return None,
+        })
+    }
+}
+
+impl crate::crb::mmio::GuestCpu for GuestCpuView<'_> {
+    fn register(&self, number: u8) -> u64 {
+        let (g, save) = (&self.cpu.gprs, &self.cpu.vmcb.save);
+        match number {
+            0 => save.rax,
+            1 => g.rcx,
+            2 => g.rdx,
+            3 => g.rbx,
+            4 => save.rsp,
+            5 => g.rbp,
+            6 => g.rsi,
+            7 => g.rdi,
+            8 => g.r8,
+            9 => g.r9,
+            10 => g.r10,
+            11 => g.r11,
+            12 => g.r12,
+            13 => g.r13,
+            14 => g.r14,
+            15 => g.r15,
+            _ => 0,
+        }
+    }
+
+    fn set_register(&mut self, number: u8, value: u64) {
+        if let Some(register) = self.gpr(number) {
+            *register = value;
+        }
+    }
+
+    fn rip(&self) -> u64 {
+        self.cpu.vmcb.save.rip
+    }
+
+    fn set_rip(&mut self, rip: u64) {
+        self.cpu.vmcb.save.rip = rip;
+    }
+
+    fn rflags(&self) -> u64 {
+        self.cpu.vmcb.save.rflags
+    }
+
+    fn mode(&self) -> crate::crb::decode::CpuMode {
+        use crate::crb::decode::CpuMode;
+        let save = &self.cpu.vmcb.save;
+        if save.efer & EFER_LMA != 0 && save.cs.attrib & CS_LONG != 0 {
+            CpuMode::Long64
+        } else if save.cr0 & 1 != 0 && save.cs.attrib & CS_DEFAULT_BIG != 0 {
+            CpuMode::Protected32
+        } else {
+            CpuMode::Legacy16
+        }
+    }
+
+    fn cpl(&self) -> u8 {
+        self.cpu.vmcb.save.cpl
+    }
+
+    fn paging(&self) -> crate::crb::mmio::PagingRegisters {
+        let save = &self.cpu.vmcb.save;
+        crate::crb::mmio::PagingRegisters {
+            cr0: save.cr0,
+            cr3: save.cr3,
+            cr4: save.cr4,
+            efer: save.efer,
+        }
+    }
+
+    fn segment_base(&self, segment: crate::crb::decode::Segment) -> u64 {
+        use crate::crb::decode::Segment;
+        let save = &self.cpu.vmcb.save;
+        match segment {
+            Segment::Es => save.es.base,
+            Segment::Cs => save.cs.base,
+            Segment::Ss => save.ss.base,
+            Segment::Ds => save.ds.base,
+            Segment::Fs => save.fs.base,
+            Segment::Gs => save.gs.base,
+        }
+    }
+}
+
 /// Guest memory as the instruction fetch sees it: RAM through the checked
 /// accessor, and the firmware window (read from the staged image).
 struct GuestCode<'a> {
@@ -525,6 +886,53 @@ fn zeroed_frames(pages: usize) -> Result<u64, &'static str> {
     // nothing else.
     unsafe { core::ptr::write_bytes(phys_to_virt(pa) as *mut u8, 0, pages * PAGE_SIZE as usize) };
     Ok(pa)
+}
+
+/// Sets the bit of `port` in the I/O permission map.
+fn intercept_port(iopm_pa: u64, port: u16) {
+    let byte = phys_to_virt(iopm_pa) + u64::from(port / 8);
+    // SAFETY: the byte lies in the 12 KiB permission map, a kernel frame.
+    unsafe { *(byte as *mut u8) |= 1 << (port % 8) };
+}
+
+/// The guest's fw_cfg view, hiding `svsm`, with the CRB device's ACPI
+/// tables added; `None` if the VM has no usable fw_cfg.
+fn fw_cfg_filter(svsm: &[MemoryRange]) -> Option<FwCfgFilter> {
+    let mut device = PortFwCfg { bounce: 0 };
+    // "QEMU" at key 0 says the device is there.
+    device.select(0);
+    let signature: [u8; 4] = core::array::from_fn(|_| device.read_data());
+    if &signature != b"QEMU" {
+        log::warn!("no fw_cfg device: the guest's memory map is not filtered");
+        return None;
+    }
+    let mut filter = match FwCfgFilter::new(&mut device, svsm) {
+        Ok(filter) => filter,
+        Err(error) => {
+            log::warn!("fw_cfg not filtered ({error:?}): the guest may see the SVSM's RAM");
+            return None;
+        }
+    };
+    let (tables, _) = crate::crb::acpi::tables_file();
+    let added = filter
+        .add_file(crate::crb::acpi::TABLES_FILE.as_bytes(), tables)
+        .and_then(|()| {
+            filter.add_file(
+                crate::crb::acpi::POINTERS_FILE.as_bytes(),
+                crate::crb::acpi::pointers_file(),
+            )
+        })
+        .and_then(|()| {
+            filter.append_file(
+                &mut device,
+                b"etc/table-loader",
+                &crate::crb::acpi::loader_commands(),
+            )
+        });
+    if let Err(error) = added {
+        log::warn!("the vTPM's ACPI tables are not offered to the guest ({error:?})");
+    }
+    Some(filter)
 }
 
 /// Sets the bits of `msr` (0 = read, 1 = write) in the MSR permission map.
@@ -630,6 +1038,8 @@ pub fn init(info: &KernelBootInfo) -> Result<&'static dyn Platform, &'static str
         if let Some(window) = firmware {
             map(tables, window.base, window.staging, window.size, None)?;
         }
+        // The vTPM's CRB page is emulated: every access faults to the SVSM.
+        map(tables, CRB_BASE, CRB_BASE, CRB_SIZE, None)?;
         Ok(npt)
     })?;
 
@@ -638,6 +1048,13 @@ pub fn init(info: &KernelBootInfo) -> Result<&'static dyn Platform, &'static str
         intercept_msr(msrpm_pa, msr, true, true);
     }
     let iopm_pa = zeroed_frames(3)?;
+    let fw_cfg_bounce = zeroed_frames(1)?;
+    let fw_cfg = fw_cfg_filter(layout.svsm()).map(|filter| {
+        for port in fw_cfg::PORTS {
+            intercept_port(iopm_pa, port);
+        }
+        Mutex::new(filter)
+    });
 
     let xsave = cpuid(1, 0)[2] & (1 << 26) != 0;
     let supported_xcr0 = if xsave {
@@ -656,6 +1073,8 @@ pub fn init(info: &KernelBootInfo) -> Result<&'static dyn Platform, &'static str
         iopm_pa,
         supported_xcr0,
         mxcsr_mask: 0xFFFF,
+        fw_cfg,
+        fw_cfg_bounce,
     });
     // The boot CPU is CPU 0; its per-CPU data does not exist yet.
     init_this_cpu(dev, 0)?;

@@ -7,6 +7,7 @@
 //! - [`ghcb`]: the hypervisor's answers to the guest's VMGEXITs.
 //! - [`guest_cpuid`]: the CPUID page an SNP-aware guest gets.
 //! - [`fpu`]: a guest's x87/SSE/AVX state between its VMSA and the CPU.
+//! - [`fw_cfg`]: the guest's view of QEMU's fw_cfg, without the SVSM's RAM.
 //! - [`npt`]: the guest's nested page tables.
 //!
 //! Everything here that is pure logic builds and is tested on the host; the
@@ -16,6 +17,7 @@
 pub mod ap;
 pub mod decode;
 pub mod fpu;
+pub mod fw_cfg;
 pub mod ghcb;
 pub mod guest_cpuid;
 pub mod npt;

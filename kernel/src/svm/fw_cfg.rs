@@ -1,0 +1,369 @@
+//! The guest's view of QEMU's firmware configuration device (fw_cfg) on
+//! the dev platform: everything passes through to the device, except that
+//! the guest's memory map (`etc/e820`) shows the SVSM's region as reserved
+//! instead of RAM, and DMA never reaches memory the guest may not touch.
+//!
+//! Stock OVMF learns its RAM from `etc/e820`, which QEMU fills with all of
+//! the VM's RAM, the SVSM's region included (see [`filter_e820`] for how
+//! the guest's version keeps it out). The dev platform intercepts
+//! the fw_cfg ports (selector 0x510, data 0x511, DMA address 0x514/0x518)
+//! and serves its own copies of two items: the file directory (key 0x19,
+//! where the size of `etc/e820` changes) and `etc/e820` itself. Reads and
+//! DMA of every other item go to the device. A DMA descriptor is copied
+//! out of guest memory and handed to the device from SVSM memory (the guest
+//! cannot change it meanwhile), and only after its buffer was checked to be
+//! guest memory; a rejected one completes with the error bit, as the
+//! device reports its own errors.
+//!
+//! Layouts (QEMU `docs/specs/fw_cfg.rst`): the file directory is a
+//! big-endian u32 count and 64-byte entries {u32 size, u16 select, u16
+//! reserved, name[56]}, all big-endian; a DMA descriptor is {u32 control,
+//! u32 length, u64 address}, big-endian, with control bits error (0), read
+//! (1), skip (2), select (3, key in bits 16-31) and write (4); `etc/e820`
+//! holds little-endian {u64 address, u64 length, u32 type} entries.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use abi::boot::MemoryRange;
+
+use crate::guest_mem::GuestMemory;
+
+/// The selector port (16-bit writes).
+pub const SELECTOR_PORT: u16 = 0x510;
+/// The data port (8-bit reads).
+pub const DATA_PORT: u16 = 0x511;
+/// DMA address, high half (big-endian 32-bit write).
+pub const DMA_HIGH_PORT: u16 = 0x514;
+/// DMA address, low half; writing it starts the transfer.
+pub const DMA_LOW_PORT: u16 = 0x518;
+/// The ports the dev platform intercepts.
+pub const PORTS: core::ops::RangeInclusive<u16> = 0x510..=0x51B;
+
+/// Key of the file directory.
+pub const FILE_DIR_KEY: u16 = 0x19;
+/// Name of the memory-map file.
+pub const E820_FILE: &[u8] = b"etc/e820";
+const FILE_ENTRY_SIZE: usize = 64;
+const FILE_NAME_SIZE: usize = 56;
+const E820_ENTRY_SIZE: usize = 20;
+const E820_RAM: u32 = 1;
+const E820_RESERVED: u32 = 2;
+
+/// DMA control bits.
+pub mod dma {
+    /// The transfer failed.
+    pub const ERROR: u32 = 1 << 0;
+    /// Copy the item to guest memory.
+    pub const READ: u32 = 1 << 1;
+    /// Skip bytes of the item.
+    pub const SKIP: u32 = 1 << 2;
+    /// Select the item in bits 16-31 first.
+    pub const SELECT: u32 = 1 << 3;
+    /// Copy guest memory to the item.
+    pub const WRITE: u32 = 1 << 4;
+}
+
+/// The device behind the filter.
+pub trait FwCfgDevice {
+    /// Selects item `key`.
+    fn select(&mut self, key: u16);
+    /// Reads the next byte of the selected item.
+    fn read_data(&mut self) -> u8;
+    /// Runs one DMA operation from a descriptor in SVSM memory; returns the
+    /// control word the device left in it.
+    fn dma(&mut self, control: u32, length: u32, address: u64) -> u32;
+    /// Reads a port of the device as the guest asked.
+    fn port_in(&mut self, port: u16, size: u8) -> u32;
+    /// Writes a port of the device as the guest asked.
+    fn port_out(&mut self, port: u16, size: u8, value: u32);
+}
+
+/// Why the filter could not be set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FwCfgError {
+    /// The file directory lists no `etc/e820`.
+    NoE820,
+    /// The file directory lists no file of that name.
+    NoFile,
+    /// The file directory or `etc/e820` is malformed.
+    Malformed,
+}
+
+/// One item the filter serves itself.
+struct VirtualItem {
+    key: u16,
+    bytes: Vec<u8>,
+}
+
+/// The filter's state.
+pub struct FwCfgFilter {
+    items: Vec<VirtualItem>,
+    selected: u16,
+    offset: usize,
+    dma_high: u32,
+    e820_seen: bool,
+}
+
+fn read_bytes(device: &mut impl FwCfgDevice, key: u16, len: usize) -> Vec<u8> {
+    device.select(key);
+    (0..len).map(|_| device.read_data()).collect()
+}
+
+/// The entries of a file directory: (entry offset, size, key, name).
+fn file_entries(dir: &[u8]) -> impl Iterator<Item = (usize, u32, u16, &[u8])> {
+    dir.get(4..).unwrap_or(&[]).chunks_exact(FILE_ENTRY_SIZE).enumerate().map(|(i, entry)| {
+        let size = u32::from_be_bytes(entry[0..4].try_into().expect("4 bytes"));
+        let key = u16::from_be_bytes([entry[4], entry[5]]);
+        let name = &entry[8..8 + FILE_NAME_SIZE];
+        let name = &name[..name.iter().position(|b| *b == 0).unwrap_or(FILE_NAME_SIZE)];
+        (4 + i * FILE_ENTRY_SIZE, size, key, name)
+    })
+}
+
+/// `etc/e820` as the guest may see it: no RAM inside `hide`, and no RAM
+/// below 4 GiB above the lowest hidden range either: both become reserved
+/// entries.
+///
+/// OVMF takes the end of the highest RAM entry below 4 GiB as the size of a
+/// single low-memory block, so a hole in the middle of low RAM would not
+/// keep it out; low RAM must end where the SVSM's region begins. (QEMU's
+/// `-machine max-ram-below-4g=<end of the SVSM region>` moves the rest of
+/// the RAM above 4 GiB, so nothing is lost.)
+pub fn filter_e820(table: &[u8], hide: &[MemoryRange]) -> Vec<u8> {
+    const FOUR_GIB: u64 = 1 << 32;
+    let low_end = hide.iter().map(|h| h.base).filter(|b| *b < FOUR_GIB).min();
+    let mut cuts: Vec<(u64, u64)> = hide.iter().filter_map(|h| Some((h.base, h.end()?))).collect();
+    if let Some(low_end) = low_end {
+        cuts.push((low_end, FOUR_GIB));
+    }
+    cuts.sort_unstable();
+    let mut out = Vec::new();
+    let mut emit = |base: u64, end: u64, kind: u32| {
+        if end > base {
+            out.extend_from_slice(&base.to_le_bytes());
+            out.extend_from_slice(&(end - base).to_le_bytes());
+            out.extend_from_slice(&kind.to_le_bytes());
+        }
+    };
+    for entry in table.chunks_exact(E820_ENTRY_SIZE) {
+        let base = u64::from_le_bytes(entry[0..8].try_into().expect("8 bytes"));
+        let size = u64::from_le_bytes(entry[8..16].try_into().expect("8 bytes"));
+        let kind = u32::from_le_bytes(entry[16..20].try_into().expect("4 bytes"));
+        let end = base.saturating_add(size);
+        if kind != E820_RAM {
+            emit(base, end, kind);
+            continue;
+        }
+        // Walk the entry: RAM between the cuts, reserved inside them.
+        let mut at = base;
+        for &(from, to) in &cuts {
+            let (from, to) = (from.clamp(at, end), to.clamp(at, end));
+            emit(at, from, E820_RAM);
+            emit(from, to, E820_RESERVED);
+            at = at.max(to);
+        }
+        emit(at, end, E820_RAM);
+    }
+    out
+}
+
+impl FwCfgFilter {
+    /// Reads the device's file directory and memory map and prepares the
+    /// guest's versions, in which `hide` is not RAM.
+    pub fn new(
+        device: &mut impl FwCfgDevice,
+        hide: &[MemoryRange],
+    ) -> Result<FwCfgFilter, FwCfgError> {
+        let count_bytes = read_bytes(device, FILE_DIR_KEY, 4);
+        let count = u32::from_be_bytes(count_bytes[..4].try_into().expect("4 bytes")) as usize;
+        if count > 0x1000 {
+            return Err(FwCfgError::Malformed);
+        }
+        let mut dir = read_bytes(device, FILE_DIR_KEY, 4 + count * FILE_ENTRY_SIZE);
+        let (entry_offset, e820_size, e820_key, _) = file_entries(&dir)
+            .find(|(_, _, _, name)| *name == E820_FILE)
+            .ok_or(FwCfgError::NoE820)?;
+        if !(e820_size as usize).is_multiple_of(E820_ENTRY_SIZE) || e820_size > 0x1_0000 {
+            return Err(FwCfgError::Malformed);
+        }
+        let e820 = filter_e820(&read_bytes(device, e820_key, e820_size as usize), hide);
+        dir[entry_offset..entry_offset + 4].copy_from_slice(&(e820.len() as u32).to_be_bytes());
+        device.select(0);
+        Ok(FwCfgFilter {
+            items: vec![
+                VirtualItem { key: FILE_DIR_KEY, bytes: dir },
+                VirtualItem { key: e820_key, bytes: e820 },
+            ],
+            selected: 0,
+            offset: 0,
+            dma_high: 0,
+            e820_seen: false,
+        })
+    }
+
+    /// Adds a file the device does not have (e.g. ACPI tables for an
+    /// emulated device), under the next free key.
+    pub fn add_file(&mut self, name: &[u8], bytes: Vec<u8>) -> Result<(), FwCfgError> {
+        if name.len() >= FILE_NAME_SIZE {
+            return Err(FwCfgError::Malformed);
+        }
+        let dir = &self.items[0].bytes;
+        let count = u32::from_be_bytes(dir[..4].try_into().expect("4 bytes"));
+        if file_entries(dir).any(|(_, _, _, existing)| existing == name) {
+            return Err(FwCfgError::Malformed);
+        }
+        let key = file_entries(dir).map(|(_, _, key, _)| key).max().unwrap_or(0x1F) + 1;
+        let mut entry = [0u8; FILE_ENTRY_SIZE];
+        entry[0..4].copy_from_slice(&(bytes.len() as u32).to_be_bytes());
+        entry[4..6].copy_from_slice(&key.to_be_bytes());
+        entry[8..8 + name.len()].copy_from_slice(name);
+        let dir = &mut self.items[0].bytes;
+        dir[..4].copy_from_slice(&(count + 1).to_be_bytes());
+        dir.extend_from_slice(&entry);
+        self.items.push(VirtualItem { key, bytes });
+        Ok(())
+    }
+
+    /// Appends `extra` to the device's file `name` in the guest's view
+    /// (e.g. commands for `etc/table-loader`).
+    pub fn append_file(
+        &mut self,
+        device: &mut impl FwCfgDevice,
+        name: &[u8],
+        extra: &[u8],
+    ) -> Result<(), FwCfgError> {
+        let (entry_offset, size, key, _) = file_entries(&self.items[0].bytes)
+            .find(|(_, _, _, existing)| *existing == name)
+            .ok_or(FwCfgError::NoFile)?;
+        if self.item(key).is_some() || size > 0x10_0000 {
+            return Err(FwCfgError::Malformed);
+        }
+        let mut bytes = read_bytes(device, key, size as usize);
+        device.select(self.selected);
+        bytes.extend_from_slice(extra);
+        let new_size = (bytes.len() as u32).to_be_bytes();
+        self.items[0].bytes[entry_offset..entry_offset + 4].copy_from_slice(&new_size);
+        self.items.push(VirtualItem { key, bytes });
+        Ok(())
+    }
+
+    fn item(&self, key: u16) -> Option<&VirtualItem> {
+        self.items.iter().find(|item| item.key == key)
+    }
+
+    fn select(&mut self, key: u16, device: &mut impl FwCfgDevice) {
+        self.selected = key;
+        self.offset = 0;
+        if self.item(key).is_none() {
+            device.select(key);
+        } else {
+            self.note_virtual_selection(key);
+        }
+    }
+
+    /// Logs the first time the guest selects the memory map.
+    fn note_virtual_selection(&mut self, key: u16) {
+        if self.items.get(1).is_some_and(|e820| e820.key == key) && !self.e820_seen {
+            self.e820_seen = true;
+            let entries = self.items[1].bytes.len() / E820_ENTRY_SIZE;
+            log::info!(
+                "fw_cfg: the guest reads etc/e820 ({entries} entries, SVSM region reserved)"
+            );
+        }
+    }
+
+    /// The guest reads `size` bytes at `port`.
+    pub fn port_in(&mut self, port: u16, size: u8, device: &mut impl FwCfgDevice) -> u32 {
+        if port == DATA_PORT && size == 1 {
+            let offset = self.offset;
+            if let Some(item) = self.item(self.selected) {
+                let byte = item.bytes.get(offset).copied().unwrap_or(0);
+                self.offset = offset.saturating_add(1);
+                return u32::from(byte);
+            }
+        }
+        device.port_in(port, size)
+    }
+
+    /// The guest writes `value` (`size` bytes) at `port`.
+    pub fn port_out(
+        &mut self,
+        port: u16,
+        size: u8,
+        value: u32,
+        device: &mut impl FwCfgDevice,
+        memory: &dyn GuestMemory,
+    ) {
+        match (port, size) {
+            (SELECTOR_PORT, 2) => self.select(value as u16, device),
+            (DMA_HIGH_PORT, 4) => self.dma_high = u32::from_be(value),
+            (DMA_LOW_PORT, 4) => {
+                let descriptor = (u64::from(self.dma_high) << 32) | u64::from(u32::from_be(value));
+                self.dma(descriptor, device, memory);
+            }
+            _ => device.port_out(port, size, value),
+        }
+    }
+
+    /// Runs the DMA operation whose descriptor is at guest address `gpa`.
+    fn dma(&mut self, gpa: u64, device: &mut impl FwCfgDevice, memory: &dyn GuestMemory) {
+        let mut raw = [0u8; 16];
+        if memory.read(gpa, &mut raw).is_err() {
+            // Nowhere to report to: the device would not see it either.
+            return;
+        }
+        let control = u32::from_be_bytes(raw[0..4].try_into().expect("4 bytes"));
+        let length = u32::from_be_bytes(raw[4..8].try_into().expect("4 bytes"));
+        let address = u64::from_be_bytes(raw[8..16].try_into().expect("8 bytes"));
+        if control & dma::SELECT != 0 {
+            self.selected = (control >> 16) as u16;
+            self.offset = 0;
+            self.note_virtual_selection(self.selected);
+        }
+        let status = if self.item(self.selected).is_some() {
+            self.virtual_dma(control, length, address, memory)
+        } else if control & (dma::READ | dma::WRITE) != 0
+            && memory.check(address, u64::from(length)).is_err()
+        {
+            dma::ERROR
+        } else {
+            device.dma(control, length, address)
+        };
+        // The control word is where the device reports; a guest that made
+        // it unwritable gets no report.
+        let _ = memory.write(gpa, &status.to_be_bytes());
+    }
+
+    fn virtual_dma(
+        &mut self,
+        control: u32,
+        length: u32,
+        address: u64,
+        memory: &dyn GuestMemory,
+    ) -> u32 {
+        if control & dma::WRITE != 0 {
+            return dma::ERROR;
+        }
+        let length = length as usize;
+        if control & dma::READ != 0 {
+            let Some(item) = self.item(self.selected) else { return dma::ERROR };
+            let mut data = vec![0u8; length.min(0x10_0000)];
+            if data.len() != length {
+                return dma::ERROR;
+            }
+            let available = item.bytes.len().saturating_sub(self.offset).min(length);
+            data[..available].copy_from_slice(&item.bytes[self.offset..self.offset + available]);
+            if memory.write(address, &data).is_err() {
+                return dma::ERROR;
+            }
+        }
+        if control & (dma::READ | dma::SKIP) != 0 {
+            self.offset = self.offset.saturating_add(length);
+        }
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests;
