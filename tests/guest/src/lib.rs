@@ -22,6 +22,7 @@ pub mod layout;
 pub mod mode;
 pub mod port_io;
 pub mod report;
+pub mod vtpm_commands;
 
 #[cfg(target_os = "none")]
 mod ap;
@@ -41,6 +42,8 @@ mod idt;
 mod runner;
 #[cfg(target_os = "none")]
 mod snp;
+#[cfg(target_os = "none")]
+mod vtpm;
 
 #[cfg(target_os = "none")]
 pub use boot::{abort, run_ap, run_boot_vcpu};
@@ -51,7 +54,7 @@ mod boot {
 
     use crate::mode::Mode;
     use crate::report::{self, Access};
-    use crate::{ap, arch, bench, cases, console, env, idt, println, runner, snp};
+    use crate::{ap, arch, bench, cases, console, env, idt, println, runner, snp, vtpm};
 
     /// The boot vCPU, from the reset code: set up, find the SVSM, run this
     /// boot's mode.
@@ -84,6 +87,7 @@ mod boot {
         match mode {
             Mode::Calls => {
                 cases::run_all(&env);
+                vtpm::run_all(&env);
                 runner::check_count(report::CALL_CASES);
                 console::exit(runner::summary())
             }

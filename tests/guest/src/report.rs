@@ -17,8 +17,9 @@ pub const NOT_STOPPED: &str = "test-guest: FAIL: the SVSM-memory access was not 
 pub const BENCH: &str = "test-guest: bench ";
 
 /// Number of cases the `calls` mode runs (the guest checks it ran them all;
-/// the xtask checks it saw them all).
-pub const CALL_CASES: u32 = 92;
+/// the xtask checks it saw them all): the core-protocol cases and the vTPM
+/// ones.
+pub const CALL_CASES: u32 = 92 + crate::vtpm_commands::VTPM_CASES;
 
 /// How a case ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
