@@ -489,9 +489,13 @@ impl Dev {
             let pa = self.host_address(at);
             let mapped = with_kernel_tables(|_, tables| npt.map(tables, at, pa, step, access));
             if let Err(error) = mapped {
-                // Out of frames for a split: the page stays as it was,
-                // which may keep rights the RMP removed. Refuse to go on.
-                panic!("nested tables: cannot map {at:#x}: {error:?}");
+                // Out of frames for a split: the page would keep rights the
+                // RMP took away. Fail closed: end the VM.
+                log::error!(
+                    "nested tables: cannot map {at:#x} ({error:?}); ending the VM rather than \
+                     leave the guest rights the RMP took away"
+                );
+                super::exit_failure();
             }
             at += step;
         }
