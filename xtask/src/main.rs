@@ -36,6 +36,7 @@ mod vtpm_tools;
 mod vtpm_wire;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -100,10 +101,23 @@ enum BenchWhat {
     Vtpm,
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    match run_command(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // The cause chain, without anyhow's backtrace (RUST_BACKTRACE is
+            // often set on developer machines; the backtrace says nothing to
+            // a user).
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command(command: Command) -> Result<()> {
     let env = env::Env::discover()?;
-    match cli.command {
+    match command {
         Command::Test(args) => test::run(&env, &args),
         Command::Lint => lint::run(&env),
         Command::Build(args) => run::build(&env, &args),
