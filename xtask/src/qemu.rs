@@ -125,7 +125,12 @@ pub fn command(rom: &Path, options: &QemuOptions) -> Command {
         Accel::Kvm => "kvm",
     };
     command
-        .args(["-machine", "q35", "-accel", accel, "-cpu", &options.cpu, "-m", &options.memory])
+        // The SVSM's region (kernel region, firmware staging, dev PSP
+        // hand-over) ends at 210 MiB; QEMU puts the RAM above it above
+        // 4 GiB, so the guest's firmware, which sees low RAM end where the
+        // SVSM region begins, loses none (docs/dev-platform.md).
+        .args(["-machine", "q35,max-ram-below-4g=210M"])
+        .args(["-accel", accel, "-cpu", &options.cpu, "-m", &options.memory])
         .args(["-smp", &options.cpus.to_string()])
         .arg("-bios")
         .arg(rom)
