@@ -44,6 +44,11 @@ pub const KERNEL_COMMAND_LINE: &str = "console=ttyS0 panic=-1 quiet";
 /// The QEMU CPU model of the dev platform: SVM with nested paging.
 pub const DEV_PLATFORM_CPU: &str = "EPYC-v4,+svm,+npt";
 
+/// The machine option the dev platform wants for a stock guest: the guest's
+/// low RAM ends below the SVSM's region, the rest is mapped above 4 GiB
+/// (docs/dev-platform.md, "The guest's view of memory").
+pub const DEV_PLATFORM_MACHINE: &str = "max-ram-below-4g=210M";
+
 /// The init script of the initramfs.
 const INIT_SCRIPT: &str = include_str!("../../tests/linux/init.sh");
 
@@ -320,6 +325,8 @@ pub fn boot_under_svsm(
         ..QemuOptions::default()
     };
     let mut command = qemu::command(&image.rom, &qemu_options);
+    // RAM above the SVSM's region goes above 4 GiB (docs/dev-platform.md).
+    command.args(["-machine", DEV_PLATFORM_MACHINE]);
     direct_kernel_boot(&mut command, payload, kernel, options);
     run_log::run(command, options.timeout, options.echo)
 }
@@ -506,8 +513,10 @@ pub fn check_replay(log: &[u8], guest_pcrs: &Banks) -> Result<ReplayCheck> {
 pub mod marker {
     /// The kernel's first log line.
     pub const SVSM_STARTED: &str = "SVSM kernel:";
-    /// The vTPM is manufactured: the SVSM is about to enter the guest.
-    pub const SVSM_READY: &str = "vTPM: manufactured";
+    /// The vTPM is manufactured (its line says where its state lives).
+    pub const VTPM_MANUFACTURED: &str = "vTPM: manufactured";
+    /// The SVSM enters the guest firmware for the first time.
+    pub const SVSM_READY: &str = "starting the guest firmware";
     /// The firmware's first measurement reached the vTPM.
     pub const FIRST_MEASUREMENT: &str = "CRB: first PCR_Extend";
     /// The SVSM stopped the guest for touching memory it may not.
@@ -537,7 +546,7 @@ impl SvsmBoot {
             }
             None => Err("the guest printed no event log".to_string()),
         };
-        let vtpm_state_address = log.find(marker::SVSM_READY).and_then(|line| {
+        let vtpm_state_address = log.find(marker::VTPM_MANUFACTURED).and_then(|line| {
             let hex = line.text.split("SVSM memory at 0x").nth(1)?;
             let digits: String = hex.chars().take_while(char::is_ascii_hexdigit).collect();
             u64::from_str_radix(&digits, 16).ok()
@@ -576,9 +585,10 @@ impl SvsmBoot {
             at.map_or("not reached".to_string(), |at| format!("{:.1} s", at.as_secs_f64()))
         };
         let mut text = format!(
-            "  SVSM started {}, SVSM ready (vTPM manufactured) {}, first measurement {}, \
-             Linux init {}, power-off requested {}, QEMU ended {:.1} s",
+            "  SVSM started {}, vTPM manufactured {}, SVSM ready (enters OVMF) {}, first \
+             measurement {}, Linux init {}, power-off requested {}, QEMU ended {:.1} s",
             seconds(self.at(marker::SVSM_STARTED)),
+            seconds(self.at(marker::VTPM_MANUFACTURED)),
             seconds(self.at(marker::SVSM_READY)),
             seconds(self.at(marker::FIRST_MEASUREMENT)),
             seconds(self.output.init_at),
@@ -591,8 +601,10 @@ impl SvsmBoot {
                 seconds * 1000.0 / f64::from(count)
             ));
         }
-        if let Some(line) = self.log.find(marker::SVSM_READY) {
-            text.push_str(&format!("\n  {}", line.text.trim()));
+        for needle in [marker::VTPM_MANUFACTURED, "SVSM private memory", "vTPM: arena"] {
+            if let Some(line) = self.log.find(needle) {
+                text.push_str(&format!("\n  {}", line.text.trim()));
+            }
         }
         text
     }

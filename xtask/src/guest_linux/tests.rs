@@ -156,3 +156,51 @@ fn the_probe_goes_on_the_command_line() {
     let probed = BootOptions { probe: Some(0x920_0000), ..BootOptions::default() };
     assert!(command_line(&probed).ends_with(" svsm_probe=0x9200000"));
 }
+
+fn run_log(text: &str) -> RunLog {
+    RunLog {
+        lines: lines(text),
+        status: None,
+        elapsed: Duration::from_secs(9),
+        stderr: String::new(),
+    }
+}
+
+#[test]
+fn a_boot_is_judged_on_replay_and_the_vtpms_own_pcrs() {
+    let mut text = String::from(
+        "[INFO ] SVSM kernel: platform Dev\n\
+         [INFO ] vTPM: manufactured in 1 M TSC cycles; EK RSA-2048 (314 byte public area); state in SVSM memory at 0x917b000: 9 KiB\n\
+         [INFO ] starting the guest firmware at VMPL2\n\
+         [INFO ] CRB: first PCR_Extend (the guest's first measurement)\n\
+         GUEST-INIT kernel=6.12\n",
+    );
+    text.push_str(FIXTURE_PCRS);
+    text.push_str("GUEST-EVENTLOG-BEGIN\n");
+    text.push_str(&hex(FIXTURE_LOG));
+    text.push_str("\nGUEST-EVENTLOG-END\n");
+    for line in FIXTURE_PCRS.lines() {
+        text.push_str(&line.replace("GUEST-PCR", "[INFO ] vTPM PCR"));
+        text.push('\n');
+    }
+    let boot = SvsmBoot::analyse(run_log(&text)).unwrap();
+    assert_eq!(boot.vtpm_state_address, Some(0x917_b000));
+    assert!(boot.replay.is_ok());
+    assert_eq!(boot.pcr_disagreements().unwrap(), Vec::<String>::new());
+    boot.verdict().unwrap();
+    let summary = boot.summary();
+    assert!(summary.contains("event log replay: matches PCR 0-7 (28 events"), "{summary}");
+    assert!(summary.contains("first measurement 0.3 s"), "{summary}");
+
+    // The vTPM disagreeing on one PCR fails the boot.
+    let tampered = text.replacen("[INFO ] vTPM PCR sha256 9 8", "[INFO ] vTPM PCR sha256 9 9", 1);
+    let boot = SvsmBoot::analyse(run_log(&tampered)).unwrap();
+    assert_eq!(boot.pcr_disagreements().unwrap(), ["sha256 PCR 9"]);
+    assert!(boot.verdict().is_err());
+
+    // No vTPM report at all is not a pass either.
+    let without: String =
+        text.lines().filter(|l| !l.contains("vTPM PCR")).map(|l| format!("{l}\n")).collect();
+    let boot = SvsmBoot::analyse(run_log(&without)).unwrap();
+    assert!(boot.verdict().is_err());
+}
