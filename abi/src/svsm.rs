@@ -562,10 +562,68 @@ pub mod vtom {
     pub const ALIGNMENT_SHIFT_SHIFT: u32 = 12;
 }
 
+// ---------------------------------------------------------------------------
+// vTPM protocol (protocol 2, spec §8)
+// ---------------------------------------------------------------------------
+
+/// SVSM_VTPM_QUERY: RCX = bitmap of the platform commands served, RDX =
+/// features (0).
+pub const VTPM_QUERY: u32 = 0;
+/// SVSM_VTPM_CMD: RCX = GPA of a buffer holding a [`VtpmCommandHeader`] and
+/// the command; the response ([`VtpmResponseHeader`] and its bytes) is
+/// written over it.
+pub const VTPM_CMD: u32 = 1;
+/// The mssim platform command TPM_SEND_COMMAND (the only one defined for
+/// the SVSM; bit 8 of VTPM_QUERY's bitmap).
+pub const TPM_SEND_COMMAND: u32 = 8;
+/// Size of the VTPM_CMD request/response buffer (one page).
+pub const VTPM_BUFFER_SIZE: usize = PAGE_SIZE as usize;
+
+/// The TPM_SEND_COMMAND request header (spec Tables 15 and 16, packed,
+/// little-endian); the TPM command bytes (big-endian, TPM 2.0 Part 3)
+/// follow.
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct VtpmCommandHeader {
+    /// The platform command ([`TPM_SEND_COMMAND`]).
+    pub command: u32,
+    /// The locality the command runs at (0).
+    pub locality: u8,
+    /// Bytes of TPM command that follow.
+    pub size: u32,
+}
+
+/// The TPM_SEND_COMMAND response header (spec Table 17); the TPM response
+/// bytes follow.
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct VtpmResponseHeader {
+    /// Bytes of TPM response that follow.
+    pub size: u32,
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<VtpmCommandHeader>() == 9);
+    assert!(core::mem::offset_of!(VtpmCommandHeader, locality) == 4);
+    assert!(core::mem::offset_of!(VtpmCommandHeader, size) == 5);
+    assert!(core::mem::size_of::<VtpmResponseHeader>() == 4);
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use zerocopy::FromZeros;
+
+    #[test]
+    fn vtpm_headers_are_the_spec_tables_bytes() {
+        // Table 16: command 8 @0, locality @4, size @5, packed.
+        let header = VtpmCommandHeader { command: TPM_SEND_COMMAND, locality: 0, size: 0x0C };
+        assert_eq!(header.as_bytes(), &[8, 0, 0, 0, 0, 0x0C, 0, 0, 0]);
+        let (response, rest) =
+            VtpmResponseHeader::read_from_prefix(&[0x0A, 0, 0, 0, 0x80, 0x01][..]).unwrap();
+        assert_eq!(({ response.size }, rest), (10, &[0x80, 0x01][..]));
+        assert_eq!(request_rax(PROTOCOL_VTPM, VTPM_CMD), 0x0000_0002_0000_0001);
+    }
 
     #[test]
     fn calling_area_bytes_match_the_spec_table() {
