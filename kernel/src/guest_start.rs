@@ -80,6 +80,7 @@ pub fn run(kernel: Kernel) -> ! {
         }
     };
     crate::vtpm::init(platform);
+    crate::attest::init_at_boot(kernel.info, platform.kind());
     log::info!(
         "starting the guest firmware at VMPL{GUEST_VMPL} ({} KiB at {:#x}, calling area {:#x})",
         params.firmware.size / 1024,
