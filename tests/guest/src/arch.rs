@@ -59,6 +59,24 @@ pub fn rdtsc() -> u64 {
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
+/// A random 64-bit value from RDRAND, retried a few times as Intel and
+/// AMD advise; `None` if the CPU keeps reporting no entropy.
+pub fn rdrand() -> Option<u64> {
+    for _ in 0..16 {
+        let value: u64;
+        let ok: u8;
+        // SAFETY: RDRAND only writes its destination and CF.
+        unsafe {
+            asm!("rdrand {v}", "setc {ok}", v = out(reg) value, ok = out(reg_byte) ok,
+                 options(nomem, nostack))
+        };
+        if ok != 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
 /// VMGEXIT (`rep vmmcall`): hands the vCPU to the hypervisor (on the dev
 /// platform, to the SVSM's VMMCALL intercept), which answers through the
 /// GHCB MSR or page.

@@ -4,7 +4,9 @@
 //! MMIO, misalignment, overlaps, overflowing counts, bad VMSAs, unknown
 //! protocols and calls), checking each exact result code; a boot of its own
 //! touches SVSM memory directly, which the SVSM must stop and report. It
-//! also times SVSM calls for `cargo xtask bench call`.
+//! also times SVSM calls for `cargo xtask bench call`, and asks the SVSM for
+//! attestation (protocol 1) and the vTPM's endorsement key (protocol 2),
+//! handing what it receives to the xtask to verify.
 //!
 //! Like OVMF it starts at the reset vector, carries SEV metadata naming its
 //! secrets, CPUID and calling-area pages, finds the SVSM through the
@@ -12,12 +14,15 @@
 //! forwards port I/O through the GHCB from its #VC handler when SNP
 //! encryption is really active, so the same binary would run on SNP.
 //!
-//! The layout, the output format, the mode selection and the port-I/O
-//! decoder are plain code tested on the host (the xtask reads the output
-//! with [`report`]); the rest only builds for the bare-metal target.
+//! The layout, the output format, the mode selection, the TPM commands and
+//! the port-I/O decoder are plain code tested on the host (the xtask reads
+//! the output with [`report`] and [`blob`]); the rest only builds for the
+//! bare-metal target.
 
 #![cfg_attr(target_os = "none", no_std)]
 
+pub mod blob;
+pub mod ek;
 pub mod layout;
 pub mod mode;
 pub mod port_io;
@@ -28,6 +33,8 @@ pub mod vtpm_commands;
 mod ap;
 #[cfg(target_os = "none")]
 mod arch;
+#[cfg(target_os = "none")]
+mod attest;
 #[cfg(target_os = "none")]
 mod bench;
 #[cfg(target_os = "none")]
@@ -54,7 +61,7 @@ mod boot {
 
     use crate::mode::Mode;
     use crate::report::{self, Access};
-    use crate::{ap, arch, bench, cases, console, env, idt, println, runner, snp, vtpm};
+    use crate::{ap, arch, attest, bench, cases, console, env, idt, println, runner, snp, vtpm};
 
     /// The boot vCPU, from the reset code: set up, find the SVSM, run this
     /// boot's mode.
@@ -94,6 +101,11 @@ mod boot {
             Mode::ReadSvsm => touch_svsm(&env, Access::Read),
             Mode::WriteSvsm => touch_svsm(&env, Access::Write),
             Mode::Bench => bench::run(&env),
+            Mode::Attest => {
+                attest::run(&env);
+                runner::check_count(report::ATTEST_CASES);
+                console::exit(runner::summary())
+            }
         }
     }
 

@@ -32,11 +32,15 @@ pub enum Mode {
     WriteSvsm,
     /// The call benchmark, then exit.
     Bench,
+    /// The attestation protocol and the vTPM's EK; the outputs go to the
+    /// console for the xtask to verify.
+    Attest,
 }
 
 impl Mode {
     /// Every mode.
-    pub const ALL: [Mode; 4] = [Mode::Calls, Mode::ReadSvsm, Mode::WriteSvsm, Mode::Bench];
+    pub const ALL: [Mode; 5] =
+        [Mode::Calls, Mode::ReadSvsm, Mode::WriteSvsm, Mode::Bench, Mode::Attest];
 
     /// The fw_cfg string for the mode.
     pub fn name(self) -> &'static str {
@@ -45,6 +49,7 @@ impl Mode {
             Mode::ReadSvsm => "read-svsm",
             Mode::WriteSvsm => "write-svsm",
             Mode::Bench => "bench",
+            Mode::Attest => "attest",
         }
     }
 
@@ -62,6 +67,7 @@ impl Mode {
             Mode::ReadSvsm => "name=opt/svsm/test-guest-mode,string=read-svsm",
             Mode::WriteSvsm => "name=opt/svsm/test-guest-mode,string=write-svsm",
             Mode::Bench => "name=opt/svsm/test-guest-mode,string=bench",
+            Mode::Attest => "name=opt/svsm/test-guest-mode,string=attest",
         }
     }
 }

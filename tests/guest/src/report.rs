@@ -20,6 +20,8 @@ pub const BENCH: &str = "test-guest: bench ";
 /// the xtask checks it saw them all): the core-protocol cases and the vTPM
 /// ones.
 pub const CALL_CASES: u32 = 92 + crate::vtpm_commands::VTPM_CASES;
+/// Number of cases the `attest` mode runs.
+pub const ATTEST_CASES: u32 = 49;
 
 /// How a case ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
