@@ -25,11 +25,11 @@ const OVERHEAD_GOAL_PERCENT: f64 = 50.0;
 /// Runs the benchmark and prints its figures.
 pub fn run(env: &Env) -> Result<()> {
     let image = guest_tests::build_image(env)?;
-    let output = guest_tests::boot(env, &image.rom, Mode::Bench, 1)?;
+    let output = guest_tests::boot(&image.rom, Mode::Bench, 1)?;
     let figures = output.serial.lines().find_map(report::parse_bench).with_context(|| {
         format!(
-            "the test guest printed no benchmark line (QEMU exit status {:?}); its output is above",
-            output.status
+            "the test guest printed no benchmark line ({:?}); its output is above",
+            output.ending
         )
     })?;
     for line in describe(&figures)? {

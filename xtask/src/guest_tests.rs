@@ -1,7 +1,7 @@
 //! The test-guest boots of `cargo xtask test`: builds the test guest
 //! (`tests/guest`), packages it in place of OVMF into the IGVM file, and
 //! boots the SVSM under QEMU TCG on the dev platform (`EPYC-v4,+svm,+npt`),
-//! once per mode the guest offers:
+//! once per mode of these:
 //!
 //! - `calls`: every core call, valid and hostile; the guest prints one line
 //!   per case and `N passed, N failed`, then exits through the debug-exit
@@ -12,14 +12,13 @@
 //!   svsm` naming the announced GPA and access), and the guest must not live
 //!   on to say it was not stopped.
 //!
+//! The `attest` mode is booted by `attest_e2e`, `bench` by `bench_call`.
 //! The mode reaches the guest through a QEMU fw_cfg file
 //! (`test_guest::mode`). Output lines are read with `test_guest::report`,
 //! the same code that writes them.
 
-use std::io::Read;
 use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use test_guest::layout;
@@ -29,7 +28,7 @@ use test_guest::report::{self, Access, Verdict};
 use crate::builder::{self, BuildOptions, BuiltImage, FirmwareChoice, KERNEL_FEATURES};
 use crate::env::Env;
 use crate::firmware::GuestFirmware;
-use crate::qemu::{self, QemuOptions};
+use crate::qemu::{self, BootResult, Ending, QemuOptions};
 use crate::setup;
 
 /// The CPU model of the dev platform under TCG.
@@ -42,12 +41,12 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 /// `cargo xtask test`, test-guest part: fails unless every case passes.
 pub fn run(env: &Env) -> Result<()> {
     let image = build_image(env)?;
-    let mut tally = Tally::default();
-    let calls = boot(env, &image.rom, Mode::Calls, CPUS)?;
-    check_calls(&calls, &mut tally);
+    let mut tally = Tally::new("guest-tests");
+    let calls = boot(&image.rom, Mode::Calls, CPUS)?;
+    check_cases(&calls, Mode::Calls, report::CALL_CASES, &mut tally);
     for access in [Access::Read, Access::Write] {
         let mode = if access == Access::Read { Mode::ReadSvsm } else { Mode::WriteSvsm };
-        let output = boot(env, &image.rom, mode, 1)?;
+        let output = boot(&image.rom, mode, 1)?;
         check_touch(&output, access, &mut tally);
     }
     println!("guest-tests: {} passed, {} failed", tally.passed, tally.failed);
@@ -123,91 +122,56 @@ fn check_metadata(firmware: &GuestFirmware) -> Result<()> {
     Ok(())
 }
 
-/// What one boot printed and how it ended.
-pub struct BootOutput {
-    /// COM1 output.
-    pub serial: String,
-    /// QEMU's exit status, `None` if it was killed at the timeout.
-    pub status: Option<i32>,
-    /// How long the boot took.
-    pub elapsed: Duration,
-}
-
-/// Boots the image with the guest in `mode`; the serial output is echoed
-/// as it arrives.
-pub fn boot(_env: &Env, rom: &Path, mode: Mode, cpus: u32) -> Result<BootOutput> {
-    use std::os::unix::process::CommandExt;
+/// Boots the image with the guest in `mode` (chosen through the fw_cfg
+/// file the guest reads); the serial output is echoed as it arrives.
+pub fn boot(rom: &Path, mode: Mode, cpus: u32) -> Result<BootResult> {
     let options = QemuOptions {
         cpu: DEV_CPU.to_string(),
         cpus,
         timeout: BOOT_TIMEOUT,
+        extra_args: vec!["-fw_cfg".to_string(), mode.fw_cfg_value().to_string()],
         ..QemuOptions::default()
     };
-    let mut command = qemu::command(rom, &options);
-    command.args(["-fw_cfg", mode.fw_cfg_value()]);
-    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).process_group(0);
     println!("guest-tests: booting the test guest in mode {}", mode.name());
-    let started = Instant::now();
-    let mut child = command
-        .spawn()
-        .context("starting qemu-system-x86_64 (run `cargo xtask setup` to install QEMU)")?;
-    let mut stdout = child.stdout.take().context("QEMU's stdout")?;
-    let reader = std::thread::spawn(move || {
-        let mut all = Vec::new();
-        let mut chunk = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut chunk) {
-            if n == 0 {
-                break;
-            }
-            print!("{}", String::from_utf8_lossy(&chunk[..n]));
-            all.extend_from_slice(&chunk[..n]);
-        }
-        String::from_utf8_lossy(&all).into_owned()
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().context("waiting for QEMU")? {
-            break status.code();
-        }
-        if started.elapsed() >= BOOT_TIMEOUT {
-            kill_group(child.id());
-            child.wait().context("reaping QEMU")?;
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let serial = reader.join().unwrap_or_default();
-    Ok(BootOutput { serial, status, elapsed: started.elapsed() })
+    qemu::boot(rom, &options)
 }
 
-/// Kills the process group QEMU leads (spawned with `process_group(0)`).
-fn kill_group(pid: u32) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return };
-    // SAFETY: kill(2) has no memory-safety preconditions; the negative pid
-    // names only the process group our child created and leads.
-    unsafe {
-        libc::kill(-pid, libc::SIGKILL);
-    }
-}
-
-/// Case counts across the boots.
-#[derive(Default)]
-struct Tally {
+/// Named checks, one printed line each, counted.
+pub struct Tally {
+    prefix: &'static str,
     passed: u32,
     failed: u32,
 }
 
 impl Tally {
-    fn total(&self) -> u32 {
+    /// An empty tally whose lines start with `prefix`.
+    pub fn new(prefix: &'static str) -> Tally {
+        Tally { prefix, passed: 0, failed: 0 }
+    }
+
+    /// Checks that passed.
+    pub fn passed(&self) -> u32 {
+        self.passed
+    }
+
+    /// Checks that failed.
+    pub fn failed(&self) -> u32 {
+        self.failed
+    }
+
+    /// All checks.
+    pub fn total(&self) -> u32 {
         self.passed + self.failed
     }
 
-    fn check(&mut self, name: &str, ok: bool, detail: &str) {
+    /// Records and prints one check.
+    pub fn check(&mut self, name: &str, ok: bool, detail: &str) {
         if ok {
             self.passed += 1;
         } else {
             self.failed += 1;
         }
-        println!("guest-tests: {name}: {}: {detail}", if ok { "PASS" } else { "FAIL" });
+        println!("{}: {name}: {}: {detail}", self.prefix, if ok { "PASS" } else { "FAIL" });
     }
 }
 
@@ -238,15 +202,19 @@ pub fn parse_calls(serial: &str) -> CallsReport {
     report
 }
 
-fn check_calls(output: &BootOutput, tally: &mut Tally) {
+/// Checks a case-running boot (`calls`, `attest`): every case line passed,
+/// the guest ran exactly `expected` cases, its closing line agrees, and it
+/// ended through the debug-exit port with success. `mode` names the checks.
+pub fn check_cases(output: &BootResult, mode: Mode, expected: u32, tally: &mut Tally) {
     let report = parse_calls(&output.serial);
     let seen = report.passed + report.failed.len() as u32;
+    let mode = mode.name();
     for name in &report.failed {
-        tally.check(&format!("calls/{name}"), false, "see the guest's line above");
+        tally.check(&format!("{mode}/{name}"), false, "see the guest's line above");
     }
     tally.passed += report.passed;
     tally.check(
-        "calls/closing-line",
+        &format!("{mode}/closing-line"),
         report.summary == Some((report.passed, report.failed.len() as u32)),
         &format!(
             "the guest's `N passed, N failed` {:?} matches its {seen} case lines",
@@ -254,18 +222,17 @@ fn check_calls(output: &BootOutput, tally: &mut Tally) {
         ),
     );
     tally.check(
-        "calls/case-count",
-        seen >= test_guest::report::CALL_CASES,
-        &format!("{seen} cases ran, the guest has {}", test_guest::report::CALL_CASES),
+        &format!("{mode}/case-count"),
+        seen == expected,
+        &format!("{seen} cases ran, the guest has {expected}"),
     );
     tally.check(
-        "calls/exit",
-        output.status == Some(abi::layout::exit_status(abi::layout::EXIT_SUCCESS)),
+        &format!("{mode}/exit"),
+        output.ending.is_success(),
         &format!(
-            "QEMU exit status {:?} after {:.1} s (expected the guest's success exit {})",
-            output.status,
-            output.elapsed.as_secs_f64(),
-            abi::layout::exit_status(abi::layout::EXIT_SUCCESS)
+            "{} after {:.1} s (expected the guest's success exit)",
+            output.ending.describe(BOOT_TIMEOUT),
+            output.elapsed.as_secs_f64()
         ),
     );
 }
@@ -315,15 +282,15 @@ fn names_address(line: &str, gpa: u64) -> bool {
         .any(|(at, _)| !line[at + wanted.len()..].starts_with(|c: char| c.is_ascii_hexdigit()))
 }
 
-fn check_touch(output: &BootOutput, access: Access, tally: &mut Tally) {
+fn check_touch(output: &BootResult, access: Access, tally: &mut Tally) {
     let name = format!("svsm-memory/{}", access.word());
     match judge_touch(&output.serial, access) {
         Ok(line) => tally.check(
             &name,
-            output.status.is_some(),
+            !matches!(output.ending, Ending::Timeout | Ending::Killed),
             &format!(
-                "stopped and reported by the SVSM: \"{line}\" (QEMU exit status {:?})",
-                output.status
+                "stopped and reported by the SVSM: \"{line}\" ({})",
+                output.ending.describe(BOOT_TIMEOUT)
             ),
         ),
         Err(why) => tally.check(&name, false, &why),

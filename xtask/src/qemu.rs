@@ -34,6 +34,9 @@ pub struct QemuOptions {
     pub timeout: Duration,
     /// Copy the serial output to our stdout as it arrives.
     pub echo: bool,
+    /// Further arguments, after the standard ones (e.g. `-fw_cfg
+    /// name=opt/...,string=...` to hand the guest a setting).
+    pub extra_args: Vec<String>,
 }
 
 impl Default for QemuOptions {
@@ -45,6 +48,7 @@ impl Default for QemuOptions {
             cpus: 1,
             timeout: Duration::from_secs(120),
             echo: true,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -144,7 +148,8 @@ pub fn command(rom: &Path, options: &QemuOptions) -> Command {
             "none",
             "-nodefaults",
             "-no-reboot",
-        ]);
+        ])
+        .args(&options.extra_args);
     command
 }
 
@@ -237,9 +242,19 @@ mod tests {
         let command = command(Path::new("/tmp/x.bios"), &QemuOptions::default());
         let args: Vec<_> = command.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         let line = args.join(" ");
-        assert!(line.contains("-machine q35 -accel tcg -cpu EPYC-v4 -m 512M"), "{line}");
+        assert!(
+            line.contains("-machine q35,max-ram-below-4g=210M -accel tcg -cpu EPYC-v4 -m 512M"),
+            "{line}"
+        );
         assert!(line.contains("-bios /tmp/x.bios"));
         assert!(line.contains("isa-debug-exit,iobase=0x501,iosize=2"));
         assert!(line.contains("-no-reboot"));
+        let fw_cfg = ["-fw_cfg".to_string(), "name=opt/x,string=y".to_string()];
+        let options = QemuOptions { extra_args: fw_cfg.to_vec(), ..QemuOptions::default() };
+        let args: Vec<_> = super::command(Path::new("/tmp/x.bios"), &options)
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(args[args.len() - 2..], fw_cfg, "extra arguments come last, in order");
     }
 }
