@@ -98,10 +98,22 @@ pub fn chain_dir(build_dir: &Path) -> PathBuf {
 /// exist yet (RSA-4096 key generation takes a few seconds).
 pub fn load_or_create(dir: &Path) -> Result<DevChain> {
     if !dir.join(SECRETS_FILE).exists() {
-        let chain = generate(ARK_ASK_BITS, "dev")?;
-        store(&chain, dir)?;
+        create(dir, ARK_ASK_BITS, "dev")?;
     }
     load(dir)
+}
+
+/// Generates a new chain (`bits`-bit ARK/ASK, `tag` in every CN) and stores
+/// it in `dir`, which must not hold one yet.
+pub fn create(dir: &Path, bits: usize, tag: &str) -> Result<DevChain> {
+    ensure!(
+        !dir.join(SECRETS_FILE).exists(),
+        "{} already holds a development chain",
+        dir.display()
+    );
+    let chain = generate(bits, tag)?;
+    store(&chain, dir)?;
+    Ok(chain)
 }
 
 /// Generates a new chain (`bits`-bit ARK/ASK); `tag` goes into every CN.

@@ -51,6 +51,7 @@ const RSASSA_PSS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.11354
 const AMD_ARC: &str = "1.3.6.1.4.1.3704.1";
 
 /// What to verify.
+#[derive(Clone)]
 pub struct Inputs {
     /// The raw report (1184 bytes).
     pub report: Vec<u8>,

@@ -2,6 +2,7 @@
 //! testing the SVSM. CI runs exactly what a developer runs.
 
 mod attest_certs;
+mod attest_e2e;
 mod attest_sample;
 mod attest_verify;
 mod bench_call;

@@ -4,7 +4,8 @@
 //! On the default (`dev`) platform everything runs here, under QEMU TCG:
 //! host unit tests of every crate, the kernel's in-kernel tests booted on
 //! the dev and native platforms, the test guest exercising every protocol
-//! call, and vTPM conformance against real TPM clients. A tier that fails
+//! call, attestation end to end (the test guest's reports verified, tampered
+//! copies refused), and vTPM conformance against real TPM clients. A tier that fails
 //! does not stop the others, so one run shows the whole picture; the
 //! command fails if any tier failed. `--platform snp` boots the in-kernel
 //! test build through the launcher on an SEV-SNP host.
@@ -19,7 +20,7 @@ use clap::{Args, ValueEnum};
 use crate::builder::{self, BuildOptions, FirmwareChoice, KERNEL_TEST_FEATURES};
 use crate::env::Env;
 use crate::qemu::{self, QemuOptions};
-use crate::{guest_tests, setup, vtpm_conformance};
+use crate::{attest_e2e, guest_tests, setup, vtpm_conformance};
 
 /// The fewest in-kernel tests a kernel test boot must report.
 const MIN_KERNEL_TESTS: usize = 25;
@@ -41,6 +42,9 @@ pub struct TestArgs {
     platform: TestPlatform,
 }
 
+/// A tier: its name and what runs it (a one-line result or the failure).
+type Tier = (&'static str, Box<dyn Fn(&Env) -> Result<String>>);
+
 /// One tier's outcome.
 struct TierResult {
     name: &'static str,
@@ -49,7 +53,7 @@ struct TierResult {
 }
 
 pub fn run(env: &Env, args: &TestArgs) -> Result<()> {
-    let tiers: Vec<(&'static str, Box<dyn Fn(&Env) -> Result<String>>)> = match args.platform {
+    let tiers: Vec<Tier> = match args.platform {
         TestPlatform::Dev => vec![
             ("host unit tests", Box::new(host_unit_tests)),
             (
@@ -66,6 +70,7 @@ pub fn run(env: &Env, args: &TestArgs) -> Result<()> {
                     guest_tests::run(env).map(|()| "all cases passed".to_string())
                 }),
             ),
+            ("attestation end to end (test guest, verifier, tampering)", Box::new(attest_e2e::run)),
             (
                 "vTPM conformance (tpm2-tools, swtpm, tss-esapi)",
                 Box::new(|env: &Env| {
