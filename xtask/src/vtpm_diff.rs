@@ -9,8 +9,8 @@ use anyhow::{Context, Result, ensure};
 
 use crate::vtpm_checks::capability_entries;
 use crate::vtpm_cmd::{
-    Command, Marshal, Reader, Response, alg, attr, cap, cc, flush_context, get_capability, hex,
-    pcr_extend, pcr_read, public_area, rh, shutdown_clear, startup_clear,
+    Command, Marshal, Reader, Response, alg, attr, cap, cc, create_primary, flush_context,
+    get_capability, hex, pcr_extend, pcr_read, public_area, rh, shutdown_clear, startup_clear,
 };
 use crate::vtpm_conformance::Report;
 use crate::vtpm_tools::{BANKS, Fixtures, digest};
@@ -583,6 +583,20 @@ fn diff_nv_space(d: &mut Diff, _: &Fixtures) -> Result<()> {
     Ok(())
 }
 
+/// CreatePrimary(owner) of an RSA-2048 storage key with public exponent `e`.
+fn rsa_primary_with_exponent(e: u32) -> Vec<u8> {
+    let attributes = attr::FIXED_TPM
+        | attr::FIXED_PARENT
+        | attr::SENSITIVE_DATA_ORIGIN
+        | attr::USER_WITH_AUTH
+        | attr::NO_DA
+        | attr::RESTRICTED
+        | attr::DECRYPT;
+    let mut params = Vec::new();
+    params.u16(alg::AES).u16(128).u16(alg::CFB).u16(alg::NULL).u16(2048).u32(e).tpm2b(&[]);
+    create_primary(rh::OWNER, &public_area(alg::RSA, attributes, &params)).bytes()
+}
+
 /// Commands both TPMs must refuse with the same response code.
 fn error_cases(fx: &Fixtures) -> Result<Vec<(&'static str, Vec<u8>)>> {
     Ok(vec![
@@ -665,6 +679,9 @@ fn error_cases(fx: &Fixtures) -> Result<Vec<(&'static str, Vec<u8>)>> {
                 })
                 .bytes(),
         ),
+        // The reference wants e = 0 (65537) or a prime >= 65537 (TPM_RC_RANGE).
+        ("CreatePrimary RSA with exponent 3", rsa_primary_with_exponent(3)),
+        ("CreatePrimary RSA with exponent 2^32-1 (not prime)", rsa_primary_with_exponent(u32::MAX)),
         (
             "ReadPublic of an object not loaded",
             Command::new(cc::READ_PUBLIC).handle(0x8000_0002).bytes(),
