@@ -78,7 +78,7 @@ impl FrameAllocator {
     }
 
     fn frame_index(&self, pa: u64) -> Result<usize, FrameError> {
-        if pa % PAGE_SIZE != 0 || pa < self.base {
+        if !pa.is_multiple_of(PAGE_SIZE) || pa < self.base {
             return Err(FrameError::NotOwned(pa));
         }
         let index = ((pa - self.base) / PAGE_SIZE) as usize;

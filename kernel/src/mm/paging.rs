@@ -74,7 +74,7 @@ fn map_direct(
     let end = range.end().ok_or(MapError::Misaligned)?.min(DIRECT_MAP_SIZE) & !(PAGE_SIZE - 1);
     let mut pa = range.base.next_multiple_of(PAGE_SIZE);
     while pa < end {
-        let size = if pa % LARGE_PAGE_SIZE == 0 && end - pa >= LARGE_PAGE_SIZE {
+        let size = if pa.is_multiple_of(LARGE_PAGE_SIZE) && end - pa >= LARGE_PAGE_SIZE {
             PageSize::Size2M
         } else {
             PageSize::Size4K
