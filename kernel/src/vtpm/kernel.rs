@@ -69,7 +69,7 @@ pub fn init(platform: &dyn Platform) {
         "SVSM private memory with the vTPM manufactured: {} KiB of {} MiB in frames used (kernel heap \
          {} KiB used of {} MiB, vTPM arena {} KiB used of {} KiB)",
         (frames_total - frames_free) * PAGE_SIZE as usize / 1024,
-        frames_total * PAGE_SIZE as usize >> 20,
+        (frames_total * PAGE_SIZE as usize) >> 20,
         heap_used / 1024,
         heap_size >> 20,
         VTPM_ARENA.used() / 1024,
