@@ -364,6 +364,18 @@ pub fn shutdown() {
     let mut vtpm = VTPM.lock();
     if let Some(service) = vtpm.as_mut() {
         log::info!("vTPM: {} commands executed", service.commands());
+        let crb = crate::crb::stats();
+        if crb.commands > 0 {
+            log::info!(
+                "CRB: {} commands ({} PCR_Extend), {} emulated accesses ({} per command), {} TSC \
+                 cycles per command in the TPM",
+                crb.commands,
+                crb.pcr_extends,
+                crb.accesses,
+                crb.accesses / crb.commands,
+                crb.tpm_cycles / crb.commands
+            );
+        }
         for (bank, alg) in REPORTED_BANKS {
             for index in 0..24 {
                 if let Some(value) = service.read_pcr(alg, index) {

@@ -108,10 +108,9 @@ fn edk2_sequence_runs_startup_and_a_pcr_read_on_the_vtpm() {
     extend.extend_from_slice(&[0, 0, 0, 9, 0x40, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0x0B]);
     extend.extend_from_slice(&[0xAB; 32]);
     assert_eq!(response_code(&edk2_command(&mut crb, &extend)), Some(0));
-    assert_eq!(
-        crb.stats(),
-        CrbStats { accesses: crb.stats().accesses, commands: 3, pcr_extends: 1 }
-    );
+    let stats = crb.stats();
+    assert_eq!((stats.commands, stats.pcr_extends), (3, 1));
+    assert!(stats.accesses > 3 * 20, "EDK2 moves the bytes one access each");
 }
 
 #[test]
