@@ -224,7 +224,10 @@ impl Mapper {
         size: PageSize,
         flags: PageFlags,
     ) -> Result<(), MapError> {
-        if !va.is_multiple_of(size.bytes()) || !pa.is_multiple_of(size.bytes()) || pa & !ADDRESS_MASK != 0 {
+        if !va.is_multiple_of(size.bytes())
+            || !pa.is_multiple_of(size.bytes())
+            || pa & !ADDRESS_MASK != 0
+        {
             return Err(MapError::Misaligned);
         }
         if !is_canonical(va) {
