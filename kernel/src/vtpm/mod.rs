@@ -29,9 +29,6 @@ use vtpm::{ClientId, EntropySource, Tpm};
 /// The guest's client identity towards the engine.
 pub const GUEST_CLIENT: ClientId = ClientId(0);
 
-/// Largest TPM command the engine accepts (its TPM_PT_MAX_COMMAND_SIZE).
-pub const MAX_COMMAND_SIZE: usize = 4096;
-
 const TPM_ST_NO_SESSIONS: u16 = 0x8001;
 const TPM_CC_STARTUP: u32 = 0x0000_0144;
 const TPM_CC_SHUTDOWN: u32 = 0x0000_0145;
@@ -217,14 +214,6 @@ impl VtpmService {
         }
         digests.get(6..6 + size).map(<[u8]>::to_vec)
     }
-
-    /// The engine's own estimate of its state size (0 in failure mode).
-    pub fn state_estimate(&self) -> usize {
-        match &self.state {
-            State::Running(tpm) => tpm.memory_in_use(),
-            State::Failed(_) => 0,
-        }
-    }
 }
 
 /// The manufacturing sequence; returns the TPM and the EK public area.
@@ -345,11 +334,6 @@ pub fn execute(locality: u8, command: &[u8]) -> Vec<u8> {
 /// The EK public area of the SVSM's vTPM, unless it is in failure mode.
 pub fn ek_public() -> Option<Vec<u8>> {
     VTPM.lock().as_ref().and_then(|s| s.ek_public().map(<[u8]>::to_vec))
-}
-
-/// Runs `f` on the SVSM's vTPM, if there is one.
-pub fn with_service<R>(f: impl FnOnce(&mut VtpmService) -> R) -> Option<R> {
-    VTPM.lock().as_mut().map(f)
 }
 
 /// The PCR banks [`shutdown`] reports: name and TPM_ALG_ID.

@@ -174,7 +174,8 @@ fn the_global_vtpm_executes_and_shuts_down() {
     shutdown();
     assert_eq!(execute(0, &pcr_read_sha256_0()), error_response(TPM_RC_FAILURE));
     assert_eq!(ek_public(), None);
-    assert_eq!(with_service(|s| s.failure()), Some(Some(Failure::ShutDown)));
+    let test_result = [0x80, 0x01, 0, 0, 0, 10, 0, 0, 0x01, 0x7C];
+    assert_eq!(execute(0, &test_result)[12..], [0, 0, 0x01, 0x01], "failure mode after shutdown");
 }
 
 #[test]
