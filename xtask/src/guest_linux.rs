@@ -652,8 +652,9 @@ impl SvsmBoot {
     pub fn verdict(&self) -> Result<()> {
         ensure!(
             self.output.init_at.is_some(),
-            "the guest never ran its init; the last lines were:\n{}",
-            tail(&self.log, 40)
+            "the guest never ran its init; the last lines were:\n{}\nQEMU said: {}",
+            tail(&self.log, 40),
+            self.log.stderr.trim()
         );
         if let Err(why) = &self.replay {
             bail!("{why}");

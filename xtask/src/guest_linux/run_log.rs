@@ -37,11 +37,6 @@ impl RunLog {
     pub fn find(&self, needle: &str) -> Option<&TimedLine> {
         self.lines.iter().find(|line| line.text.contains(needle))
     }
-
-    /// The serial output as one text.
-    pub fn text(&self) -> String {
-        self.lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>().join("\n")
-    }
 }
 
 /// Runs `command` (stdout = the serial console), echoing its output if
