@@ -62,7 +62,7 @@ kernel_test! {
     fn interrupt_stacks_are_distinct_and_set() {
         let cpu = percpu::current();
         let tops = [cpu.ist_top(IST_DOUBLE_FAULT), cpu.ist_top(IST_NMI), cpu.ist_top(IST_MACHINE_CHECK)];
-        check!(tops.iter().all(|&t| t != 0 && t % 16 == 0), "IST tops {tops:x?}");
+        check!(tops.iter().all(|&t| t != 0 && t.is_multiple_of(16)), "IST tops {tops:x?}");
         check!(tops[0] != tops[1] && tops[1] != tops[2] && tops[0] != tops[2]);
         for pair in [(0, 1), (1, 2), (0, 2)] {
             let distance = tops[pair.0].abs_diff(tops[pair.1]);

@@ -24,7 +24,7 @@ kernel_test! {
         check!(frame.is_ok());
         let frame = frame.unwrap_or_default();
         let region = boot::info().kernel_region;
-        check!(frame % PAGE_SIZE == 0, "frame {frame:#x} not page aligned");
+        check!(frame.is_multiple_of(PAGE_SIZE), "frame {frame:#x} not page aligned");
         check!(region.contains_range(&abi::boot::MemoryRange { base: frame, size: PAGE_SIZE }));
         check!(frame >= boot::info().free_base, "frame {frame:#x} below stage2's allocations");
         check_eq!(FRAMES.lock().free(frame), Ok(()));
