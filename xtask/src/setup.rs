@@ -41,6 +41,9 @@ pub fn run(env: &Env) -> Result<()> {
     ensure_qemu(env)?;
     let ovmf = ensure_ovmf(env)?;
     let python = ensure_python_venv(env)?;
+    // tpm2-tools, the mssim and swtpm TCTIs, swtpm, and the TSS headers
+    // tss-esapi's test suite builds against (vTPM conformance).
+    crate::vtpm_procs::ensure_packages(crate::vtpm_procs::APT_PACKAGES)?;
     println!("setup: QEMU     {}", qemu_version_line()?.unwrap_or_default());
     println!("setup: OVMF     {}", ovmf.display());
     println!("setup: python   {} ({SEV_SNP_MEASURE})", python.display());
