@@ -340,6 +340,7 @@ pub fn boot_with_swtpm(
     options: &BootOptions,
 ) -> Result<RunLog> {
     let ovmf = setup::ensure_ovmf(env)?;
+    crate::vtpm_procs::ensure_packages(&["swtpm"])?;
     let state = env.build.join("guest-linux/swtpm");
     if state.exists() {
         std::fs::remove_dir_all(&state)?;
