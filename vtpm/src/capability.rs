@@ -266,7 +266,7 @@ pub fn get_capability(tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<(
             })
         }
         TPM_CAP_ECC_CURVES => {
-            let items: Vec<u16> = [TPM_ECC_NIST_P256, TPM_ECC_NIST_P384]
+            let items: Vec<u16> = [TPM_ECC_NIST_P256, TPM_ECC_NIST_P384, TPM_ECC_BN_P256]
                 .into_iter()
                 .filter(|c| u32::from(*c) >= property)
                 .collect();

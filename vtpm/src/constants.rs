@@ -29,6 +29,7 @@ pub const TPM_ALG_CFB: u16 = 0x0043;
 // TPM_ECC_CURVE
 pub const TPM_ECC_NIST_P256: u16 = 0x0003;
 pub const TPM_ECC_NIST_P384: u16 = 0x0004;
+pub const TPM_ECC_BN_P256: u16 = 0x0010;
 
 // TPM_ST
 pub const TPM_ST_RSP_COMMAND: u16 = 0x00C4;

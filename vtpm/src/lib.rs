@@ -67,15 +67,16 @@
 //!   ChangeEPS, ChangePPS, PP_Commands, DictionaryAttackLockReset,
 //!   DictionaryAttackParameters (dictionary-attack lockout with the reference defaults).
 //!
-//! Algorithms: RSA 1024/2048/3072 (RSASSA, RSAPSS, OAEP, RSAES), ECC NIST P-256/P-384 (ECDSA,
-//! ECDAA, ECDH), SHA-1/256/384/512, HMAC, AES-128/192/256 in CFB mode, XOR, KDFa, KDFe, MGF1.
+//! Algorithms: RSA 1024/2048/3072 (RSASSA, RSAPSS, OAEP, RSAES), ECC NIST P-256/P-384 and
+//! BN_P256 (ECDSA, ECDAA, ECDH), SHA-1/256/384/512, HMAC, AES-128/192/256 in CFB mode, XOR,
+//! KDFa, KDFe, MGF1. BN_P256 (the curve TPMs offer for ECDAA attestation keys) is our own
+//! group arithmetic on crypto-bigint ([`crypto::bn_p256`]); the others are RustCrypto's.
 //!
 //! ## Deliberately left out
 //!
-//! * The BN_P256/BN_P638 and SM2 curves, EC-Schnorr, SM2 and ECMQV schemes, EC_Ephemeral and
-//!   ZGen_2Phase: no RustCrypto crate implements these curves (BN curves are pairing-friendly
-//!   curves used with ECDAA), and no client in scope (Linux, OVMF, systemd, clevis, Keylime)
-//!   uses them. ECDAA itself works on the NIST curves.
+//! * The BN_P638 and SM2 curves, EC-Schnorr, SM2 and ECMQV schemes, EC_Ephemeral and
+//!   ZGen_2Phase: no RustCrypto crate implements these, and no client in scope (Linux, OVMF,
+//!   systemd, clevis, Keylime, tss-esapi's suite) uses them.
 //! * Symmetric modes other than CFB (CTR, OFB, CBC, ECB) and CMAC: parameter encryption and
 //!   storage use CFB only; no in-scope client uses the others.
 //! * PCR_SetAuthPolicy / PCR_SetAuthValue (the PCR authorization groups), Rewrap, CertifyX509,

@@ -254,3 +254,102 @@ fn ecdaa_commit_and_sign_satisfy_the_signature_equation() {
     // A commit is used once.
     assert_eq!(rc(&tpm.execute(C, 0, &sign)), 0x2C4);
 }
+
+/// An ECDAA signing key template on BN_P256 (as tss-esapi's create_ak_2 makes one).
+fn bn_ecdaa_template(attributes: &str) -> Vec<u8> {
+    hex(&format!("0023 000b {attributes} 0000 0010 001a 000b 0000 0010 0010 0000 0000"))
+}
+
+#[test]
+fn bn_p256_primaries_are_on_the_curve_and_rederivable() {
+    use vtpm::crypto::ecc::{Curve, Point, validate_point};
+    let mut tpm = started();
+    let template = bn_ecdaa_template("00040072");
+    let (h1, public) = create_primary(&mut tpm, 0x4000_0001, &template);
+    let (h2, again) = create_primary(&mut tpm, 0x4000_0001, &template);
+    assert_eq!(public, again);
+    let n = public.len();
+    assert_eq!(public[..n - 68], template[..template.len() - 4]);
+    assert_eq!([public[n - 68], public[n - 67], public[n - 34], public[n - 33]], [0, 32, 0, 32]);
+    let q = Point { x: public[n - 66..n - 34].to_vec(), y: public[n - 32..].to_vec() };
+    assert_eq!(validate_point(Curve::BnP256, &q), Ok(()));
+    flush(&mut tpm, h1);
+    flush(&mut tpm, h2);
+}
+
+#[test]
+fn bn_p256_ecdaa_signature_reveals_the_commit_with_the_key() {
+    use crypto_bigint::{NonZero, U256};
+    use sha2::Digest;
+    use vtpm::crypto::ecc::{Curve, public_of};
+    let n = NonZero::new(U256::from_be_hex(vtpm::crypto::bn_p256::N_HEX)).unwrap();
+    let d = U256::from_be_hex("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+    let d_bytes = d.to_be_bytes().as_slice().to_vec();
+    let q = public_of(Curve::BnP256, &d_bytes).unwrap();
+    let mut tpm = started();
+    // LoadExternal(sensitive with d, public sign|userWithAuth with Q, TPM_RH_NULL).
+    let mut sensitive = hex("0023 0000 0000");
+    sensitive.extend_from_slice(&tpm2b(&d_bytes));
+    let mut public = bn_ecdaa_template("00040040");
+    public.truncate(public.len() - 4);
+    public.extend_from_slice(&tpm2b(&q.x));
+    public.extend_from_slice(&tpm2b(&q.y));
+    let mut rest = tpm2b(&sensitive);
+    rest.extend_from_slice(&tpm2b(&public));
+    rest.extend_from_slice(&hex("40000007"));
+    let rsp = tpm.execute(C, 0, &cmd(0x8001, 0x167, &[], &rest));
+    assert_eq!(rc(&rsp), 0, "{rsp:02x?}");
+    let key = u32::from_be_bytes(rsp[10..14].try_into().unwrap());
+    // Commit with empty P1, s2, y2: E = [r]G.
+    let mut rest = pw_auth(b"");
+    rest.extend_from_slice(&hex("0000 0000 0000"));
+    let rsp = tpm.execute(C, 0, &cmd(0x8002, 0x18B, &[key], &rest));
+    assert_eq!(rc(&rsp), 0, "{rsp:02x?}");
+    let p = &rsp[14..];
+    assert_eq!(p[..4], [0, 0, 0, 0], "K and L are empty");
+    let (e_x, e_y) = (&p[8..40], &p[42..74]);
+    let count = u16::from_be_bytes([p[74], p[75]]);
+    // Sign(digest, ECDAA sha256 count), no ticket needed (unrestricted key).
+    let digest = [0x5au8; 32];
+    let mut rest = pw_auth(b"");
+    rest.extend_from_slice(&tpm2b(&digest));
+    rest.extend_from_slice(&hex("001a 000b"));
+    rest.extend_from_slice(&count.to_be_bytes());
+    rest.extend_from_slice(&hex("8024 40000007 0000"));
+    let sign = cmd(0x8002, 0x15D, &[key], &rest);
+    let rsp = tpm.execute(C, 0, &sign);
+    assert_eq!(rc(&rsp), 0, "{rsp:02x?}");
+    let sig = &rsp[14..];
+    assert_eq!(sig[..4], hex("001a 000b")[..]);
+    let nonce_k = &sig[6..38];
+    let s = U256::from_be_slice(&sig[40..72]);
+    // s = r + t d mod n with t = H(nonceK || digest): r = s - t d must give E = [r]G.
+    let t = sha2::Sha256::new().chain_update(nonce_k).chain_update(digest).finalize();
+    let t = U256::from_be_slice(&t).rem_vartime(&n);
+    let r = s.sub_mod(&t.mul_mod(&d, &n), &n);
+    let e = public_of(Curve::BnP256, r.to_be_bytes().as_slice()).unwrap();
+    assert_eq!((e.x.as_slice(), e.y.as_slice()), (e_x, e_y));
+    // A commit is used once.
+    assert_eq!(rc(&tpm.execute(C, 0, &sign)), 0x2C4);
+}
+
+#[test]
+fn bn_p256_parameters_are_libtpms_bytes() {
+    let mut tpm = started();
+    let rsp = tpm.execute(C, 0, &cmd(0x8001, 0x178, &[], &hex("0010")));
+    // swtpm 0.7.1 / libtpms 0.9.2's answer to ECC_Parameters(TPM_ECC_BN_P256).
+    let libtpms = hex("8001000000c2000000000010010000100010\
+         0020fffffffffffcf0cd46e5f25eee71a49f0cdc65fb12980a82d3292ddbaed33013 000100\
+         00200000000000000000000000000000000000000000000000000000000000000003\
+         00200000000000000000000000000000000000000000000000000000000000000001\
+         00200000000000000000000000000000000000000000000000000000000000000002\
+         0020fffffffffffcf0cd46e5f25eee71a49e0cdc65fb1299921af62d536cd10b500d 000101");
+    assert_eq!(rsp, libtpms);
+    // GetCapability(ECC_CURVES) lists it after the NIST curves.
+    let rsp = tpm.execute(C, 0, &cmd(0x8001, 0x17A, &[], &hex("00000008 00000000 00000010")));
+    assert_eq!(rsp[10..], hex("00 00000008 00000003 0003 0004 0010")[..]);
+    // TestParms accepts an ECDAA BN_P256 key.
+    let rsp =
+        tpm.execute(C, 0, &cmd(0x8001, 0x18A, &[], &hex("0023 0010 001a 000b 0000 0010 0010")));
+    assert_eq!(rc(&rsp), 0);
+}

@@ -1,6 +1,7 @@
-//! ECC on NIST P-256 and P-384 (p256/p384/ecdsa crates): key generation (also deterministic for
-//! primaries), point validation, point multiplication (ECDH, ECDH_ZGen) and ECDSA over TPM
-//! digests. Coordinates and scalars are big-endian, padded to the curve's field size.
+//! ECC on NIST P-256 and P-384 (p256/p384/ecdsa crates) and BN_P256 ([`super::bn_p256`]): key
+//! generation (also deterministic for primaries), point validation, point multiplication (ECDH,
+//! ECDH_ZGen), ECDSA over TPM digests and the ECDAA scalar arithmetic. Coordinates and scalars
+//! are big-endian, padded to the curve's field size.
 
 use alloc::vec::Vec;
 use rand_core::TryCryptoRng;
@@ -14,6 +15,7 @@ use crate::rc::*;
 pub enum Curve {
     P256,
     P384,
+    BnP256,
 }
 
 impl Curve {
@@ -21,6 +23,7 @@ impl Curve {
         match id {
             TPM_ECC_NIST_P256 => Some(Curve::P256),
             TPM_ECC_NIST_P384 => Some(Curve::P384),
+            TPM_ECC_BN_P256 => Some(Curve::BnP256),
             _ => None,
         }
     }
@@ -29,20 +32,21 @@ impl Curve {
         match self {
             Curve::P256 => TPM_ECC_NIST_P256,
             Curve::P384 => TPM_ECC_NIST_P384,
+            Curve::BnP256 => TPM_ECC_BN_P256,
         }
     }
 
     /// Field (and order) size in octets.
     pub fn size(self) -> usize {
         match self {
-            Curve::P256 => 32,
+            Curve::P256 | Curve::BnP256 => 32,
             Curve::P384 => 48,
         }
     }
 
     pub fn key_bits(self) -> u16 {
         match self {
-            Curve::P256 => 256,
+            Curve::P256 | Curve::BnP256 => 256,
             Curve::P384 => 384,
         }
     }
@@ -95,6 +99,10 @@ macro_rules! curve_ops {
                 sec1.extend_from_slice(&x);
                 sec1.extend_from_slice(&y);
                 PublicKey::from_sec1_bytes(&sec1).map_err(|_| TPM_RC_ECC_POINT)
+            }
+
+            pub fn validate(p: &Point) -> TpmResult<()> {
+                public(&p.x, &p.y).map(|_| ())
             }
 
             fn point(p: &AffinePoint) -> TpmResult<Point> {
@@ -203,6 +211,10 @@ macro_rules! dispatch {
                 use p384_ops as $m;
                 $body
             }
+            Curve::BnP256 => {
+                use super::bn_p256 as $m;
+                $body
+            }
         }
     };
 }
@@ -220,7 +232,7 @@ pub fn public_of(curve: Curve, d: &[u8]) -> TpmResult<Point> {
 
 /// Checks that (x, y) is on the curve.
 pub fn validate_point(curve: Curve, p: &Point) -> TpmResult<()> {
-    dispatch!(curve, m => m::public(&p.x, &p.y).map(|_| ()))
+    dispatch!(curve, m => m::validate(p))
 }
 
 /// d * Q, validating Q.
@@ -265,9 +277,19 @@ pub fn mod_p(curve: Curve, bytes: &[u8]) -> Vec<u8> {
     pad(&v.to_be_bytes_trimmed_vartime(), curve.size()).expect("smaller than p")
 }
 
-/// Curve parameters for TPM2_ECC_Parameters: (p, a, b, gX, gY, n, h).
+/// Curve parameters for TPM2_ECC_Parameters: (p, a, b, gX, gY, n, h). For BN_P256 the octet
+/// strings are the ones libtpms answers (a as one octet, b and G padded to 32 octets).
 pub fn parameters(curve: Curve) -> [&'static str; 7] {
     match curve {
+        Curve::BnP256 => [
+            super::bn_p256::P_HEX,
+            "00",
+            "0000000000000000000000000000000000000000000000000000000000000003",
+            "0000000000000000000000000000000000000000000000000000000000000001",
+            "0000000000000000000000000000000000000000000000000000000000000002",
+            super::bn_p256::N_HEX,
+            "01",
+        ],
         Curve::P256 => [
             "ffffffff00000001000000000000000000000000ffffffffffffffffffffffff",
             "ffffffff00000001000000000000000000000000fffffffffffffffffffffffc",

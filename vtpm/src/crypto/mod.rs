@@ -1,6 +1,8 @@
 //! Cryptographic primitives the engine uses, wrapped in TPM terms (algorithm IDs, TPM_RC
-//! errors). All of it is RustCrypto (0.11 generation) except the TPM KDFs and the DRBGs.
+//! errors). All of it is RustCrypto (0.11 generation) except the TPM KDFs, the DRBGs and the
+//! BN_P256 curve (on crypto-bigint).
 
+pub mod bn_p256;
 pub mod drbg;
 pub mod ecc;
 pub mod hash;
