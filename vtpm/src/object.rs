@@ -249,10 +249,7 @@ pub fn validate_public(public: &Public, parent: Option<&Public>) -> TpmResult<()
                 return Err(TPM_RC_SYMMETRIC);
             }
         }
-        PublicParams::Rsa { sym, scheme, exponent, .. } => {
-            if !rsa::exponent_supported(*exponent) {
-                return Err(TPM_RC_VALUE);
-            }
+        PublicParams::Rsa { sym, scheme, .. } => {
             validate_asym(public, *sym, *scheme, Scheme::NULL)?;
         }
         PublicParams::Ecc { sym, scheme, kdf, .. } => {
@@ -322,16 +319,29 @@ impl KeySource for KdfaStream {
     }
 }
 
+/// The key checks of loading that creation does not make (the reference's CryptValidateKeys):
+/// an RSA exponent other than 0 must be at least 7.
+pub fn validate_loaded_key(public: &Public) -> TpmResult<()> {
+    match public.params {
+        PublicParams::Rsa { exponent, .. } if !rsa::exponent_loadable(exponent) => {
+            Err(TPM_RC_VALUE)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Creates the sensitive area and fills `public.unique` (TPM2_Create / CreatePrimary rules).
+/// Errors come numbered (inSensitive is parameter 1) except TPM_RC_RANGE for an RSA exponent
+/// key generation refuses, which the reference answers unnumbered.
 pub fn generate(
     public: &mut Public,
     user_auth: &[u8],
     data: &[u8],
     src: &mut dyn KeySource,
 ) -> TpmResult<(Sensitive, Option<RsaPrivateKey>)> {
-    let name_alg = public.name_alg.ok_or(TPM_RC_HASH)?;
+    let name_alg = public.name_alg.ok_or(at_param(TPM_RC_HASH, 2))?;
     if user_auth.len() > name_alg.size() {
-        return Err(TPM_RC_SIZE);
+        return Err(at_param(TPM_RC_SIZE, 1));
     }
     let origin = public.has(OA_SENSITIVE_DATA_ORIGIN);
     let mut s =
@@ -348,7 +358,10 @@ pub fn generate(
     match public.params.clone() {
         PublicParams::Rsa { key_bits, exponent, .. } => {
             if !data.is_empty() {
-                return Err(TPM_RC_VALUE);
+                return Err(at_param(TPM_RC_VALUE, 1));
+            }
+            if !rsa::exponent_generatable(exponent) {
+                return Err(TPM_RC_RANGE);
             }
             let key = src.rsa(key_bits, exponent)?;
             public.unique = Unique::Rsa(rsa::modulus_bytes(key.as_public_key()));
@@ -357,7 +370,7 @@ pub fn generate(
         }
         PublicParams::Ecc { curve, .. } => {
             if !data.is_empty() {
-                return Err(TPM_RC_VALUE);
+                return Err(at_param(TPM_RC_VALUE, 1));
             }
             let (d, q) = ecc::generate(curve, |b| src.draw(b));
             public.unique = Unique::Ecc(q.x, q.y);
@@ -366,7 +379,7 @@ pub fn generate(
         PublicParams::KeyedHash { .. } => {
             let sealed = !public.has(OA_SIGN) && !public.has(OA_DECRYPT);
             if origin != data.is_empty() || (sealed && data.is_empty()) {
-                return Err(TPM_RC_ATTRIBUTES);
+                return Err(at_param(TPM_RC_ATTRIBUTES, 1));
             }
             s.secret = Zeroizing::new(if data.is_empty() {
                 let mut k = alloc::vec![0u8; name_alg.size()];
@@ -379,13 +392,13 @@ pub fn generate(
         PublicParams::SymCipher { sym } => {
             let bytes = match sym {
                 SymDef::Aes(bits) | SymDef::AesAnyMode(bits) => usize::from(bits / 8),
-                _ => return Err(TPM_RC_SYMMETRIC),
+                _ => return Err(at_param(TPM_RC_SYMMETRIC, 1)),
             };
             if origin != data.is_empty() {
-                return Err(TPM_RC_ATTRIBUTES);
+                return Err(at_param(TPM_RC_ATTRIBUTES, 1));
             }
             if data.len() > bytes {
-                return Err(TPM_RC_SIZE);
+                return Err(at_param(TPM_RC_SIZE, 1));
             }
             let mut k = Zeroizing::new(alloc::vec![0u8; bytes]);
             if data.is_empty() {

@@ -353,3 +353,45 @@ fn bn_p256_parameters_are_libtpms_bytes() {
         tpm.execute(C, 0, &cmd(0x8001, 0x18A, &[], &hex("0023 0010 001a 000b 0000 0010 0010")));
     assert_eq!(rc(&rsp), 0);
 }
+
+/// CreatePrimary(owner) of an RSA-2048 storage key with `exponent`: the response code.
+fn create_rsa_with_exponent(tpm: &mut vtpm::Tpm, exponent: u32) -> u32 {
+    let mut template = hex("0001 000b 00030472 0000 0006 0080 0043 0010 0800");
+    template.extend_from_slice(&exponent.to_be_bytes());
+    template.extend_from_slice(&[0, 0]);
+    let mut rest = pw_auth(b"");
+    rest.extend_from_slice(&hex("0004 0000 0000"));
+    rest.extend_from_slice(&tpm2b(&template));
+    rest.extend_from_slice(&hex("0000 00000000"));
+    let rsp = tpm.execute(C, 0, &cmd(0x8002, 0x131, &[0x4000_0001], &rest));
+    if rc(&rsp) == 0 {
+        flush(tpm, u32::from_be_bytes(rsp[10..14].try_into().unwrap()));
+    }
+    rc(&rsp)
+}
+
+#[test]
+fn rsa_exponents_follow_the_reference() {
+    let mut tpm = started();
+    // Generation: 0 or a prime >= 65537, else TPM_RC_RANGE unnumbered (as libtpms answers).
+    for e in [3, 4, 65536, 65541, 0xFFFF_FFFF] {
+        assert_eq!(create_rsa_with_exponent(&mut tpm, e), 0x08D, "exponent {e}");
+    }
+    assert_eq!(create_rsa_with_exponent(&mut tpm, 65539), 0);
+    // Loading a public key: an exponent below 7 is TPM_RC_VALUE on inPublic (parameter 2).
+    for (e, expected) in [(3u32, 0x2C4), (6, 0x2C4), (0, 0)] {
+        let mut public = hex("0001 000b 00060000 0000 0010 0010 0800");
+        public.extend_from_slice(&e.to_be_bytes());
+        let mut modulus = vec![0xC5u8; 256];
+        modulus[255] = 0x0B;
+        public.extend_from_slice(&tpm2b(&modulus));
+        let mut rest = tpm2b(&[]);
+        rest.extend_from_slice(&tpm2b(&public));
+        rest.extend_from_slice(&hex("40000007"));
+        let rsp = tpm.execute(C, 0, &cmd(0x8001, 0x167, &[], &rest));
+        assert_eq!(rc(&rsp), expected, "exponent {e}: {rsp:02x?}");
+        if expected == 0 {
+            flush(&mut tpm, u32::from_be_bytes(rsp[10..14].try_into().unwrap()));
+        }
+    }
+}

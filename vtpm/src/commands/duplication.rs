@@ -177,6 +177,7 @@ pub fn import(tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<()> {
         return Err(at_param(TPM_RC_ATTRIBUTES, 2));
     }
     validate_public(&public, Some(&parent.public)).param(2)?;
+    validate_loaded_key(&public).param(2)?;
     let alg = public.name_alg.ok_or(at_param(TPM_RC_HASH, 2))?;
     let name = compute_name(&public);
     if public.has(OA_ENCRYPTED_DUPLICATION) && (seed_secret.is_empty() || sym == SymDef::Null) {

@@ -94,7 +94,7 @@ impl Tpm {
         let mut public = p.public.clone();
         let result = generate(&mut public, &p.auth, &p.data, &mut src);
         self.primary_cache = cache;
-        let (sensitive, rsa_key) = result.param(1)?;
+        let (sensitive, rsa_key) = result?;
         let mut obj = Object::with_rsa_key(
             public,
             Some(sensitive),
@@ -111,7 +111,7 @@ impl Tpm {
         validate_public(&p.public, Some(&parent.public)).param(2)?;
         let mut public = p.public.clone();
         let mut src = RandomSource(self.rng());
-        let (sensitive, rsa_key) = generate(&mut public, &p.auth, &p.data, &mut src).param(1)?;
+        let (sensitive, rsa_key) = generate(&mut public, &p.auth, &p.data, &mut src)?;
         let name = compute_name(&public);
         let private = protect(parent, &name, public.kind, &sensitive)?;
         let obj = Object::with_rsa_key(
@@ -295,6 +295,7 @@ pub fn load(tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<()> {
     end(r)?;
     let parent = tpm.storage_parent(c, c.handles[0], 1)?.shallow();
     validate_public(&public, Some(&parent.public)).param(2)?;
+    validate_loaded_key(&public).param(2)?;
     let name = compute_name(&public);
     let sensitive = unprotect(&parent, &name, public.kind, &private).param(1)?;
     let obj =
@@ -332,6 +333,7 @@ pub fn load_external(tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<()
     if sensitive.is_none() {
         check_public_key(&public).param(2)?;
     }
+    validate_loaded_key(&public).param(2)?;
     let mut obj = Object::new(public, sensitive, hierarchy, &hierarchy.to_be_bytes()).param(2)?;
     obj.check_binding().param(1)?;
     obj.external = true;

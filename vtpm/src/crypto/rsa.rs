@@ -25,9 +25,28 @@ pub fn exponent_value(exponent: u32) -> u32 {
     if exponent == 0 { 65537 } else { exponent }
 }
 
-/// Whether a TPMS_RSA_PARMS exponent is usable: 0 (default) or an odd value >= 3.
-pub fn exponent_supported(exponent: u32) -> bool {
-    exponent == 0 || (exponent >= 3 && exponent % 2 == 1)
+/// Whether key generation may use a TPMS_RSA_PARMS exponent: 0 (65537) or a prime of at
+/// least 65537, as the reference implementation requires (TPM_RC_RANGE otherwise).
+pub fn exponent_generatable(exponent: u32) -> bool {
+    exponent == 0 || (exponent >= 65537 && is_prime_u32(exponent))
+}
+
+/// Whether a loaded key's exponent is acceptable: 0 (65537) or at least 7 (the reference's
+/// key validation on load; TPM_RC_VALUE otherwise).
+pub fn exponent_loadable(exponent: u32) -> bool {
+    exponent == 0 || exponent >= 7
+}
+
+/// Primality of a 32-bit number by trial division (public values; at most 2^15 divisions).
+fn is_prime_u32(n: u32) -> bool {
+    if n < 4 {
+        return n >= 2;
+    }
+    if n.is_multiple_of(2) {
+        return false;
+    }
+    let n = u64::from(n);
+    (3..).step_by(2).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
 }
 
 fn uint(bytes: &[u8]) -> BoxedUint {
@@ -252,6 +271,22 @@ pub fn verify(key: &PublicKey, scheme: RsaSigScheme, digest: &[u8], sig: &[u8]) 
 mod tests {
     use super::*;
     use crate::crypto::drbg::KdfaStream;
+
+    #[test]
+    fn exponents_as_the_reference_accepts_them() {
+        // 65537, 65539, 65551 and 2^32 - 5 are prime; 65541 = 3 * 7 * 3121, 2^32 - 1 = 3 * 5 *
+        // 17 * 257 * 65537; 65537 * 65521 needs the longest trial division.
+        for e in [0, 65537, 65539, 65551, 0xFFFF_FFFB] {
+            assert!(exponent_generatable(e), "{e}");
+        }
+        for e in [1, 2, 3, 17, 65535, 65536, 65541, 0xFFFF_FFFF, 65537 * 65521] {
+            assert!(!exponent_generatable(e), "{e}");
+        }
+        let primes_below_100 = (0..100).filter(|n| is_prime_u32(*n)).count();
+        assert_eq!(primes_below_100, 25);
+        assert!(exponent_loadable(0) && exponent_loadable(7) && exponent_loadable(65536));
+        assert!(!exponent_loadable(3) && !exponent_loadable(6));
+    }
 
     #[test]
     fn deterministic_generation_and_prime_rebuild() {
