@@ -173,6 +173,14 @@ mod machine {
                         return;
                     }
                 }
+                GuestExit::Stopped(GuestStop::PoweredOff) => {
+                    crate::println!(
+                        "guest powered off (ACPI soft-off from vCPU {}): ending the VM",
+                        record.apic_id
+                    );
+                    crate::vtpm::shutdown();
+                    platform::exit_success();
+                }
                 GuestExit::Stopped(stop) => {
                     report_stop(&record, &stop);
                     let mut state = shared.lock();
@@ -210,6 +218,7 @@ mod machine {
                 crate::println!("guest stopped: vCPU {apic} shut down (triple fault)")
             }
             GuestStop::Parked => crate::println!("guest vCPU {apic} parked (AP reset hold)"),
+            GuestStop::PoweredOff => crate::println!("guest vCPU {apic} powered the VM off"),
             GuestStop::InvalidState => {
                 crate::println!("guest stopped: vCPU {apic} has a VMSA that cannot run")
             }

@@ -223,6 +223,23 @@ kernel_test! {
 }
 
 kernel_test! {
+    fn acpi_soft_off_stops_the_guest_and_other_pm1a_writes_pass() {
+        let Some(dev) = dev::state() else { return Ok(()) };
+        // mov edx, PM1a_CNT; SCI_EN alone (passed to the device);
+        // then SLP_EN with sleep type 0 (QEMU's S5): the power-off.
+        const OUT_DX_AX: [u8; 2] = [0x66, 0xEF];
+        let port = u32::from(kernel::svm::acpi_power::PM1A_CONTROL_PORT).to_le_bytes();
+        let setup = [&[0xBA, port[0], port[1], port[2], port[3]][..], &mov_eax(0x0001), &OUT_DX_AX,
+            &mov_eax(0x2001)].concat();
+        let code = [&setup[..], &OUT_DX_AX].concat();
+        let guest = TinyGuest::new(&code);
+        check_eq!(guest.run(dev), GuestExit::Stopped(GuestStop::PoweredOff));
+        // Stopped at the power-off OUT, the first one performed.
+        check_eq!(guest.vmsa().rip, CODE + setup.len() as u64);
+    }
+}
+
+kernel_test! {
     fn bare_vmgexit_round_trip_cost() {
         let Some(dev) = dev::state() else { return Ok(()) };
         const ROUNDS: u32 = 2000;

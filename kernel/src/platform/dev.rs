@@ -40,6 +40,7 @@ use crate::crb::device::{CRB_BASE, CRB_SIZE};
 use crate::guest_mem::{self, GuestLayout, GuestMemory};
 use crate::mm::paging::{phys_to_virt, virt_to_phys};
 use crate::mm::{FRAMES, with_kernel_tables};
+use crate::svm::acpi_power;
 use crate::svm::decode::{self, GuestPaging, GuestPhysRead, Intercepted};
 use crate::svm::fpu::{XSTATE_MANAGED, XsaveArea};
 use crate::svm::fw_cfg::{self, FwCfgDevice, FwCfgFilter};
@@ -400,8 +401,15 @@ impl Dev {
         }
     }
 
-    /// An intercepted port access: the fw_cfg ports.
+    /// An intercepted port access: the ACPI PM1a control register or the
+    /// fw_cfg ports.
     fn ioio(&self, cpu: &mut DevCpu) -> Next {
+        if let Some(info) = ioio_info(cpu)
+            && !info.string
+            && acpi_power::PORTS.contains(&info.port)
+        {
+            return pm1a_control(cpu, &info);
+        }
         let (Some(info), Some(filter)) = (ioio_info(cpu), self.fw_cfg.as_ref()) else {
             return Next::Leave(unhandled(cpu));
         };
@@ -544,6 +552,29 @@ fn inject(cpu: &mut DevCpu, event: u64) {
 fn advance(cpu: &mut DevCpu, length: usize) {
     cpu.vmcb.save.rip = cpu.vmcb.save.rip.wrapping_add(length as u64);
     cpu.vmcb.control.interrupt_shadow = 0;
+}
+
+/// An access to the ACPI PM1a control register: a soft-off stops the guest
+/// (the SVSM ends the VM), anything else goes to the device.
+fn pm1a_control(cpu: &mut DevCpu, info: &IoioInfo) -> Next {
+    let value_mask = u64::MAX >> (64 - 8 * u32::from(info.size));
+    match info.direction {
+        IoDirection::Out => {
+            let value = (cpu.vmcb.save.rax & value_mask) as u32;
+            if acpi_power::is_soft_off(info.port, info.size, value) {
+                return Next::Leave(GuestExit::Stopped(GuestStop::PoweredOff));
+            }
+            port_out(info.port, info.size, value);
+        }
+        IoDirection::In => {
+            let value = u64::from(port_in(info.port, info.size));
+            let rax = &mut cpu.vmcb.save.rax;
+            *rax = if info.size == 4 { value } else { (*rax & !value_mask) | value };
+        }
+    }
+    cpu.vmcb.save.rip = cpu.vmcb.control.exit_info2;
+    cpu.vmcb.control.interrupt_shadow = 0;
+    Next::Resume
 }
 
 fn unhandled(cpu: &DevCpu) -> GuestExit {
@@ -720,19 +751,29 @@ impl FwCfgDevice for PortFwCfg {
     }
 
     fn port_in(&mut self, port: u16, size: u8) -> u32 {
-        match size {
-            1 => u32::from(DIRECT_IO.inb(port)),
-            2 => u32::from(DIRECT_IO.inw(port)),
-            _ => DIRECT_IO.inl(port),
-        }
+        port_in(port, size)
     }
 
     fn port_out(&mut self, port: u16, size: u8, value: u32) {
-        match size {
-            1 => DIRECT_IO.outb(port, value as u8),
-            2 => DIRECT_IO.outw(port, value as u16),
-            _ => DIRECT_IO.outl(port, value),
-        }
+        port_out(port, size, value)
+    }
+}
+
+/// A guest's IN passed to the device.
+fn port_in(port: u16, size: u8) -> u32 {
+    match size {
+        1 => u32::from(DIRECT_IO.inb(port)),
+        2 => u32::from(DIRECT_IO.inw(port)),
+        _ => DIRECT_IO.inl(port),
+    }
+}
+
+/// A guest's OUT passed to the device.
+fn port_out(port: u16, size: u8, value: u32) {
+    match size {
+        1 => DIRECT_IO.outb(port, value as u8),
+        2 => DIRECT_IO.outw(port, value as u16),
+        _ => DIRECT_IO.outl(port, value),
     }
 }
 
@@ -927,11 +968,7 @@ fn fw_cfg_filter(svsm: &[MemoryRange]) -> Option<FwCfgFilter> {
             )
         })
         .and_then(|()| {
-            filter.append_file(
-                &mut device,
-                b"etc/table-loader",
-                &crate::crb::acpi::loader_commands(),
-            )
+            filter.append_file(b"etc/table-loader", &crate::crb::acpi::loader_commands())
         });
     if let Err(error) = added {
         log::warn!("the vTPM's ACPI tables are not offered to the guest ({error:?})");
@@ -1053,6 +1090,9 @@ pub fn init(info: &KernelBootInfo) -> Result<&'static dyn Platform, &'static str
     }
     let iopm_pa = zeroed_frames(3)?;
     let fw_cfg_bounce = zeroed_frames(1)?;
+    for port in acpi_power::PORTS {
+        intercept_port(iopm_pa, port);
+    }
     let fw_cfg = fw_cfg_filter(layout.svsm()).map(|filter| {
         for port in fw_cfg::PORTS {
             intercept_port(iopm_pa, port);

@@ -149,6 +149,8 @@ pub enum GuestStop {
     },
     /// The vCPU shut down (triple fault).
     Shutdown,
+    /// The guest powered the VM off (ACPI soft-off): an orderly end.
+    PoweredOff,
     /// The guest touched memory it may not (SVSM memory, a VMSA, deposited
     /// pages, pages it has no permission on).
     ForbiddenAccess {

@@ -96,9 +96,18 @@ struct VirtualItem {
     bytes: Vec<u8>,
 }
 
+/// A device file the guest sees with bytes appended, read from the device
+/// only when the guest first selects it.
+struct PendingAppend {
+    key: u16,
+    size: usize,
+    extra: Vec<u8>,
+}
+
 /// The filter's state.
 pub struct FwCfgFilter {
     items: Vec<VirtualItem>,
+    pending: Vec<PendingAppend>,
     selected: u16,
     offset: usize,
     dma_high: u32,
@@ -195,6 +204,7 @@ impl FwCfgFilter {
                 VirtualItem { key: FILE_DIR_KEY, bytes: dir },
                 VirtualItem { key: e820_key, bytes: e820 },
             ],
+            pending: Vec::new(),
             selected: 0,
             offset: 0,
             dma_high: 0,
@@ -226,26 +236,31 @@ impl FwCfgFilter {
     }
 
     /// Appends `extra` to the device's file `name` in the guest's view
-    /// (e.g. commands for `etc/table-loader`).
-    pub fn append_file(
-        &mut self,
-        device: &mut impl FwCfgDevice,
-        name: &[u8],
-        extra: &[u8],
-    ) -> Result<(), FwCfgError> {
+    /// (e.g. commands for `etc/table-loader`). The device's own bytes are
+    /// read when the guest first selects the file, not now: QEMU builds its
+    /// ACPI tables on the first read of `etc/table-loader`, from the
+    /// chipset's state at that moment (the PM base OVMF programs).
+    pub fn append_file(&mut self, name: &[u8], extra: &[u8]) -> Result<(), FwCfgError> {
         let (entry_offset, size, key, _) = file_entries(&self.items[0].bytes)
             .find(|(_, _, _, existing)| *existing == name)
             .ok_or(FwCfgError::NoFile)?;
         if self.item(key).is_some() || size > 0x10_0000 {
             return Err(FwCfgError::Malformed);
         }
-        let mut bytes = read_bytes(device, key, size as usize);
-        device.select(self.selected);
-        bytes.extend_from_slice(extra);
-        let new_size = (bytes.len() as u32).to_be_bytes();
+        let new_size = ((size as usize + extra.len()) as u32).to_be_bytes();
         self.items[0].bytes[entry_offset..entry_offset + 4].copy_from_slice(&new_size);
-        self.items.push(VirtualItem { key, bytes });
+        self.pending.push(PendingAppend { key, size: size as usize, extra: extra.to_vec() });
         Ok(())
+    }
+
+    /// Reads a pending file from the device, now that the guest wants it.
+    fn materialize(&mut self, key: u16, device: &mut impl FwCfgDevice) {
+        if let Some(index) = self.pending.iter().position(|p| p.key == key) {
+            let pending = self.pending.swap_remove(index);
+            let mut bytes = read_bytes(device, key, pending.size);
+            bytes.extend_from_slice(&pending.extra);
+            self.items.push(VirtualItem { key, bytes });
+        }
     }
 
     fn item(&self, key: u16) -> Option<&VirtualItem> {
@@ -253,6 +268,7 @@ impl FwCfgFilter {
     }
 
     fn select(&mut self, key: u16, device: &mut impl FwCfgDevice) {
+        self.materialize(key, device);
         self.selected = key;
         self.offset = 0;
         if self.item(key).is_none() {
@@ -317,6 +333,7 @@ impl FwCfgFilter {
         let length = u32::from_be_bytes(raw[4..8].try_into().expect("4 bytes"));
         let address = u64::from_be_bytes(raw[8..16].try_into().expect("8 bytes"));
         if control & dma::SELECT != 0 {
+            self.materialize((control >> 16) as u16, device);
             self.selected = (control >> 16) as u16;
             self.offset = 0;
             self.note_virtual_selection(self.selected);

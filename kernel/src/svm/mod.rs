@@ -8,11 +8,13 @@
 //! - [`guest_cpuid`]: the CPUID page an SNP-aware guest gets.
 //! - [`fpu`]: a guest's x87/SSE/AVX state between its VMSA and the CPU.
 //! - [`fw_cfg`]: the guest's view of QEMU's fw_cfg, without the SVSM's RAM.
+//! - [`acpi_power`]: the guest's ACPI power-off, seen by the SVSM first.
 //! - [`npt`]: the guest's nested page tables.
 //!
 //! Everything here that is pure logic builds and is tested on the host; the
 //! parts that execute SVM instructions are bare-metal only.
 
+pub mod acpi_power;
 #[cfg(target_os = "none")]
 pub mod ap;
 pub mod decode;

@@ -247,9 +247,9 @@ fn added_and_extended_files_appear_in_the_directory() {
     let memory = CheckedGuestMemory::new(&s.layout, &s.owned, &s.ram);
     let mut filter = FwCfgFilter::new(&mut device, &[SVSM]).unwrap();
     filter.add_file(b"etc/svsm/tpm-acpi", vec![7; 10]).unwrap();
-    filter.append_file(&mut device, b"etc/table-loader", &[2; 128]).unwrap();
+    filter.append_file(b"etc/table-loader", &[2; 128]).unwrap();
     assert_eq!(filter.add_file(b"etc/svsm/tpm-acpi", vec![]), Err(FwCfgError::Malformed));
-    assert_eq!(filter.append_file(&mut device, b"etc/nothing", &[]), Err(FwCfgError::NoFile));
+    assert_eq!(filter.append_file(b"etc/nothing", &[]), Err(FwCfgError::NoFile));
     filter.port_out(SELECTOR_PORT, 2, u32::from(FILE_DIR_KEY), &mut device, &memory);
     let dir = port_read(&mut filter, &mut device, 4 + 5 * 64);
     let entries: Vec<_> =
@@ -262,4 +262,47 @@ fn added_and_extended_files_appear_in_the_directory() {
     assert_eq!((loader[0], loader[127], loader[128], loader[255]), (1, 1, 2, 2));
     filter.port_out(SELECTOR_PORT, 2, 0x24, &mut device, &memory);
     assert_eq!(port_read(&mut filter, &mut device, 10), vec![7; 10]);
+}
+
+/// QEMU builds its ACPI tables when `etc/table-loader` is first selected,
+/// from the chipset as the firmware left it: the filter must read the
+/// device's bytes then, not when the file was extended.
+#[test]
+fn an_extended_file_is_read_from_the_device_when_the_guest_selects_it() {
+    let s = setup();
+    let mut files = qemu_files();
+    files.push(("etc/table-loader", vec![1; 128]));
+    let mut device = FakeDevice::new(&s.ram, &files);
+    let memory = CheckedGuestMemory::new(&s.layout, &s.owned, &s.ram);
+    let mut filter = FwCfgFilter::new(&mut device, &[SVSM]).unwrap();
+    filter.append_file(b"etc/table-loader", &[2; 128]).unwrap();
+    // The firmware programs the chipset; the device's file changes (same size).
+    device.items.insert(0x23, vec![3; 128]);
+    filter.port_out(SELECTOR_PORT, 2, 0x23, &mut device, &memory);
+    let loader = port_read(&mut filter, &mut device, 256);
+    assert_eq!((loader[0], loader[127], loader[128], loader[255]), (3, 3, 2, 2));
+    // Later changes are not seen: the guest's copy was made once.
+    device.items.insert(0x23, vec![4; 128]);
+    filter.port_out(SELECTOR_PORT, 2, 0x23, &mut device, &memory);
+    assert_eq!(port_read(&mut filter, &mut device, 1), vec![3]);
+}
+
+#[test]
+fn an_extended_file_selected_by_dma_is_read_from_the_device_then() {
+    let s = setup();
+    let mut files = qemu_files();
+    files.push(("etc/table-loader", vec![1; 128]));
+    let mut device = FakeDevice::new(&s.ram, &files);
+    let memory = CheckedGuestMemory::new(&s.layout, &s.owned, &s.ram);
+    let mut filter = FwCfgFilter::new(&mut device, &[SVSM]).unwrap();
+    filter.append_file(b"etc/table-loader", &[2; 128]).unwrap();
+    device.items.insert(0x23, vec![3; 128]);
+    let desc = 0x1000;
+    descriptor(&s.ram, desc, (0x23 << 16) | dma::SELECT | dma::READ, 256, 0x2000);
+    kick(&mut filter, &mut device, &memory, desc);
+    assert_eq!(control(&s.ram, desc), 0);
+    let mut loader = [0u8; 256];
+    s.ram.read(0x2000, &mut loader).unwrap();
+    assert_eq!((loader[0], loader[127], loader[128], loader[255]), (3, 3, 2, 2));
+    assert!(device.dma_calls.is_empty(), "the guest's copy is served by the filter");
 }
