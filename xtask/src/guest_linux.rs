@@ -17,10 +17,6 @@
 //!   differs in one header byte must change PCR 4; a read of the vTPM's
 //!   memory from the guest must be stopped and reported by the SVSM.
 
-// Until `cargo xtask run` (run.rs) and the test tiers (test.rs) call `run`
-// and `run_tests`, nothing outside the unit tests uses this module.
-#![allow(dead_code)]
-
 pub mod cpio;
 pub mod eventlog;
 mod run_log;
@@ -29,25 +25,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use abi::layout::{EXIT_FAILURE, EXIT_SUCCESS, exit_status};
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::builder::{self, BuildOptions, FirmwareChoice, KERNEL_FEATURES};
 use crate::env::Env;
-use crate::qemu::{self, QemuOptions};
+use crate::qemu::{self, Accel, QemuOptions};
 use crate::setup;
 use eventlog::{Banks, bank_algorithm, bank_name};
 pub use run_log::{RunLog, TimedLine};
 
 /// The guest's kernel command line (the probe is appended when asked for).
 pub const KERNEL_COMMAND_LINE: &str = "console=ttyS0 panic=-1 quiet";
-
-/// The QEMU CPU model of the dev platform: SVM with nested paging.
-pub const DEV_PLATFORM_CPU: &str = "EPYC-v4,+svm,+npt";
-
-/// The machine option the dev platform wants for a stock guest: the guest's
-/// low RAM ends below the SVSM's region, the rest is mapped above 4 GiB
-/// (docs/dev-platform.md, "The guest's view of memory").
-pub const DEV_PLATFORM_MACHINE: &str = "max-ram-below-4g=210M";
 
 /// The init script of the initramfs.
 const INIT_SCRIPT: &str = include_str!("../../tests/linux/init.sh");
@@ -275,11 +264,24 @@ pub struct BootOptions {
     pub echo: bool,
     /// A guest-physical address the guest's init reads (`svsm_probe=`).
     pub probe: Option<u64>,
+    /// QEMU's accelerator.
+    pub accel: Accel,
+    /// QEMU's CPU model: the dev platform needs SVM with nested paging.
+    pub cpu: String,
+    /// The OVMF to package (`None`: the one `cargo xtask setup` unpacks).
+    pub ovmf: Option<PathBuf>,
 }
 
 impl Default for BootOptions {
     fn default() -> Self {
-        BootOptions { timeout: Duration::from_secs(300), echo: true, probe: None }
+        BootOptions {
+            timeout: Duration::from_secs(300),
+            echo: true,
+            probe: None,
+            accel: Accel::Tcg,
+            cpu: qemu::DEV_PLATFORM_CPU.to_string(),
+            ovmf: None,
+        }
     }
 }
 
@@ -313,20 +315,19 @@ pub fn boot_under_svsm(
         env,
         &BuildOptions {
             kernel_features: KERNEL_FEATURES.to_string(),
-            firmware: FirmwareChoice::Ovmf(None),
+            firmware: FirmwareChoice::Ovmf(options.ovmf.clone()),
             out_dir: env.build.join("image"),
             id_key: None,
         },
     )?;
     let qemu_options = QemuOptions {
-        cpu: DEV_PLATFORM_CPU.to_string(),
+        accel: options.accel,
+        cpu: options.cpu.clone(),
         timeout: options.timeout,
         echo: options.echo,
         ..QemuOptions::default()
     };
     let mut command = qemu::command(&image.rom, &qemu_options);
-    // RAM above the SVSM's region goes above 4 GiB (docs/dev-platform.md).
-    command.args(["-machine", DEV_PLATFORM_MACHINE]);
     direct_kernel_boot(&mut command, payload, kernel, options);
     run_log::run(command, options.timeout, options.echo)
 }
@@ -520,6 +521,8 @@ pub mod marker {
     pub const SVSM_READY: &str = "starting the guest firmware";
     /// The firmware's first measurement reached the vTPM.
     pub const FIRST_MEASUREMENT: &str = "CRB: first PCR_Extend";
+    /// The CRB's statistics at shutdown (commands, accesses, TPM time).
+    pub const CRB_STATISTICS: &str = "emulated accesses";
     /// The SVSM stopped the guest for touching memory it may not.
     pub const GUEST_STOPPED: &str = "guest stopped:";
 }
@@ -602,7 +605,12 @@ impl SvsmBoot {
                 seconds * 1000.0 / f64::from(count)
             ));
         }
-        for needle in [marker::VTPM_MANUFACTURED, "SVSM private memory", "vTPM: arena"] {
+        for needle in [
+            marker::VTPM_MANUFACTURED,
+            "SVSM private memory",
+            "vTPM: arena",
+            marker::CRB_STATISTICS,
+        ] {
             if let Some(line) = self.log.find(needle) {
                 text.push_str(&format!("\n  {}", line.text.trim()));
             }
@@ -643,13 +651,37 @@ impl SvsmBoot {
             )),
             Err(why) => text.push_str(&format!("vTPM's own PCRs at shutdown: {why}\n")),
         }
+        text.push_str(&format!("VM ended: {}\n", self.ending()));
         text.push_str("figures (QEMU TCG):\n");
         text.push_str(&self.figures());
         text
     }
 
+    /// Whether the SVSM ended the VM with success (after the guest's
+    /// power-off, once the vTPM was shut down).
+    pub fn svsm_ended_successfully(&self) -> bool {
+        self.log.status.and_then(|status| status.code()) == Some(exit_status(EXIT_SUCCESS))
+    }
+
+    /// How the VM ended, for the summary.
+    fn ending(&self) -> String {
+        match self.log.status.map(|status| status.code()) {
+            _ if self.svsm_ended_successfully() => {
+                "the guest powered off; the SVSM shut the vTPM down and ended the VM (success)"
+                    .to_string()
+            }
+            Some(Some(code)) if code == exit_status(EXIT_FAILURE) => {
+                "the SVSM ended the VM with FAILURE".to_string()
+            }
+            Some(Some(code)) => format!("QEMU exited with status {code} without the SVSM"),
+            Some(None) => "QEMU was killed by a signal".to_string(),
+            None => format!("TIMEOUT: killed after {:.0} s", self.log.elapsed.as_secs_f64()),
+        }
+    }
+
     /// Whether the boot showed what it should: the guest booted, the replay
-    /// matches, and the vTPM agrees with the guest.
+    /// matches, the vTPM agrees with the guest, and the guest's power-off
+    /// ended the VM through the SVSM.
     pub fn verdict(&self) -> Result<()> {
         ensure!(
             self.output.init_at.is_some(),
@@ -666,18 +698,27 @@ impl SvsmBoot {
             "the PCRs the guest read differ from the vTPM's own: {}",
             differences.join(", ")
         );
+        ensure!(
+            self.svsm_ended_successfully(),
+            "the VM did not end through the SVSM after the guest's power-off: {}; the last \
+             lines were:\n{}",
+            self.ending(),
+            tail(&self.log, 20)
+        );
         Ok(())
     }
 }
 
 /// `cargo xtask run`'s Linux boot: OVMF and the guest kernel (`guest`, or
 /// the Debian one) under the SVSM, then the summary.
-pub fn run(env: &Env, guest: Option<&Path>, timeout: Duration) -> Result<()> {
+pub fn run(env: &Env, guest: Option<&Path>, options: &BootOptions) -> Result<()> {
     setup::ensure_boot_tools(env)?;
     let payload = ensure_payload(env)?;
     let kernel = guest.map_or_else(|| payload.kernel.clone(), Path::to_path_buf);
-    let options = BootOptions { timeout, echo: true, probe: None };
-    let boot = SvsmBoot::analyse(boot_under_svsm(env, &payload, &kernel, &options)?)?;
+    if let Some(guest) = guest {
+        ensure!(guest.is_file(), "--guest {}: no such file", guest.display());
+    }
+    let boot = SvsmBoot::analyse(boot_under_svsm(env, &payload, &kernel, options)?)?;
     println!("{}", boot.summary());
     boot.verdict()
 }

@@ -31,8 +31,6 @@ use crate::firmware::GuestFirmware;
 use crate::qemu::{self, BootResult, Ending, QemuOptions};
 use crate::setup;
 
-/// The CPU model of the dev platform under TCG.
-pub const DEV_CPU: &str = "EPYC-v4,+svm,+npt";
 /// vCPUs: the boot vCPU and the AP the guest creates.
 const CPUS: u32 = 2;
 /// How long one boot may take.
@@ -126,7 +124,7 @@ fn check_metadata(firmware: &GuestFirmware) -> Result<()> {
 /// file the guest reads); the serial output is echoed as it arrives.
 pub fn boot(rom: &Path, mode: Mode, cpus: u32) -> Result<BootResult> {
     let options = QemuOptions {
-        cpu: DEV_CPU.to_string(),
+        cpu: qemu::DEV_PLATFORM_CPU.to_string(),
         cpus,
         timeout: BOOT_TIMEOUT,
         extra_args: vec!["-fw_cfg".to_string(), mode.fw_cfg_value().to_string()],

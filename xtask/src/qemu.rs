@@ -20,6 +20,10 @@ pub enum Accel {
     Kvm,
 }
 
+/// The QEMU CPU model of the dev platform: an EPYC with SVM and nested
+/// paging, which the SVSM uses to run the guest.
+pub const DEV_PLATFORM_CPU: &str = "EPYC-v4,+svm,+npt";
+
 /// QEMU settings.
 #[derive(Clone, Debug)]
 pub struct QemuOptions {

@@ -5,7 +5,9 @@
 //! host unit tests of every crate, the kernel's in-kernel tests booted on
 //! the dev and native platforms, the test guest exercising every protocol
 //! call, attestation end to end (the test guest's reports verified, tampered
-//! copies refused), and vTPM conformance against real TPM clients. A tier that fails
+//! copies refused), OVMF and Linux with measured boot into the SVSM's vTPM
+//! (event-log replay, a changed kernel changes PCR 4, the guest cannot read
+//! the vTPM's state), and vTPM conformance against real TPM clients. A tier that fails
 //! does not stop the others, so one run shows the whole picture; the
 //! command fails if any tier failed. `--platform snp` boots the in-kernel
 //! test build through the launcher on an SEV-SNP host.
@@ -20,7 +22,7 @@ use clap::{Args, ValueEnum};
 use crate::builder::{self, BuildOptions, FirmwareChoice, KERNEL_TEST_FEATURES};
 use crate::env::Env;
 use crate::qemu::{self, QemuOptions};
-use crate::{attest_e2e, guest_tests, setup, vtpm_conformance};
+use crate::{attest_e2e, guest_linux, guest_tests, setup, vtpm_conformance};
 
 /// The fewest in-kernel tests a kernel test boot must report.
 const MIN_KERNEL_TESTS: usize = 25;
@@ -58,7 +60,7 @@ pub fn run(env: &Env, args: &TestArgs) -> Result<()> {
             ("host unit tests", Box::new(host_unit_tests)),
             (
                 "in-kernel tests, dev platform (QEMU TCG, SVM+NPT)",
-                Box::new(|env: &Env| kernel_tests(env, guest_tests::DEV_CPU)),
+                Box::new(|env: &Env| kernel_tests(env, qemu::DEV_PLATFORM_CPU)),
             ),
             (
                 "in-kernel tests, native platform (QEMU TCG, no SVM)",
@@ -71,6 +73,10 @@ pub fn run(env: &Env, args: &TestArgs) -> Result<()> {
                 }),
             ),
             ("attestation end to end (test guest, verifier, tampering)", Box::new(attest_e2e::run)),
+            (
+                "Linux guest under the SVSM: measured boot, event-log replay, isolation",
+                Box::new(guest_linux::run_tests),
+            ),
             (
                 "vTPM conformance (tpm2-tools, swtpm, tss-esapi)",
                 Box::new(|env: &Env| {

@@ -157,13 +157,20 @@ fn the_probe_goes_on_the_command_line() {
     assert!(command_line(&probed).ends_with(" svsm_probe=0x9200000"));
 }
 
-fn run_log(text: &str) -> RunLog {
+/// A run whose VM exited with `code` (`None`: killed at the timeout).
+fn run_log_ending(text: &str, code: Option<i32>) -> RunLog {
+    use std::os::unix::process::ExitStatusExt;
     RunLog {
         lines: lines(text),
-        status: None,
+        status: code.map(|code| std::process::ExitStatus::from_raw(code << 8)),
         elapsed: Duration::from_secs(9),
         stderr: String::new(),
     }
+}
+
+/// A run the SVSM ended with success.
+fn run_log(text: &str) -> RunLog {
+    run_log_ending(text, Some(exit_status(EXIT_SUCCESS)))
 }
 
 #[test]
@@ -197,6 +204,14 @@ fn a_boot_is_judged_on_replay_and_the_vtpms_own_pcrs() {
     let boot = SvsmBoot::analyse(run_log(&tampered)).unwrap();
     assert_eq!(boot.pcr_disagreements().unwrap(), ["sha256 PCR 9"]);
     assert!(boot.verdict().is_err());
+
+    // A VM that did not end through the SVSM (killed at the timeout, or
+    // QEMU ending it on the guest's power-off) fails the boot.
+    for code in [None, Some(0), Some(exit_status(EXIT_FAILURE))] {
+        let boot = SvsmBoot::analyse(run_log_ending(&text, code)).unwrap();
+        let error = boot.verdict().unwrap_err().to_string();
+        assert!(error.contains("did not end through the SVSM"), "{code:?}: {error}");
+    }
 
     // No vTPM report at all is not a pass either.
     let without: String =
