@@ -111,26 +111,12 @@ pub fn initramfs(busybox: &[u8]) -> Vec<u8> {
     ])
 }
 
-/// `apt-get` with a private configuration under `build/apt-guest-linux`
-/// (Debian trixie; the system's apt sources are not touched).
+/// `apt-get` options for a private configuration under
+/// `build/apt-guest-linux` (Debian trixie; the system's apt sources are not
+/// touched; apt runs as the user, it only downloads).
 fn private_apt(env: &Env) -> Result<Vec<String>> {
-    let dir = env.build.join("apt-guest-linux");
-    for sub in ["parts", "lists/partial", "cache/archives/partial"] {
-        std::fs::create_dir_all(dir.join(sub))?;
-    }
-    std::fs::write(
-        dir.join("parts/trixie.sources"),
-        "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: trixie trixie-updates\n\
-         Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
-    )?;
-    let d = dir.display();
-    Ok(vec![
-        "-oDir::Etc::SourceList=/dev/null".into(),
-        format!("-oDir::Etc::SourceParts={d}/parts"),
-        format!("-oDir::State::Lists={d}/lists"),
-        format!("-oDir::Cache={d}/cache"),
-        "-oAcquire::Check-Valid-Until=false".into(),
-    ])
+    let sources = setup::deb822("trixie trixie-updates", "trixie-security");
+    Ok(setup::PrivateApt::new(env.build.join("apt-guest-linux"), &sources)?.options())
 }
 
 fn checked_output(command: &mut Command) -> Result<String> {

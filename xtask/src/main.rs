@@ -59,7 +59,13 @@ enum Command {
     /// Build stage2 and the kernel and write the IGVM file, its launch
     /// digest, page log and QEMU -bios wrapper.
     Build(run::BuildArgs),
-    /// Build and boot the SVSM under QEMU (or the launcher).
+    /// Build and boot the whole stack under QEMU: the SVSM, OVMF measuring
+    /// the boot into the SVSM's vTPM, and a Linux guest that prints its
+    /// PCRs and event log; ends with a summary (the replay must match).
+    ///
+    /// The first run downloads Debian's kernel and busybox into
+    /// build/guest-linux/. --no-guest boots OVMF alone, --vmm launcher the
+    /// SVSM alone under KVM.
     Run(run::RunArgs),
     /// Print the SNP launch digest of an IGVM file.
     Measure {

@@ -148,12 +148,12 @@ fn os_release_field(text: &str, key: &str) -> Option<String> {
 
 /// A private apt configuration: its own sources, package lists and cache
 /// under `build/`, the system's dpkg database.
-struct PrivateApt {
+pub(crate) struct PrivateApt {
     dir: PathBuf,
 }
 
 impl PrivateApt {
-    fn new(dir: PathBuf, sources: &str) -> Result<PrivateApt> {
+    pub(crate) fn new(dir: PathBuf, sources: &str) -> Result<PrivateApt> {
         for sub in ["parts", "lists/partial", "cache/archives/partial"] {
             std::fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("creating {}", dir.join(sub).display()))?;
@@ -163,7 +163,8 @@ impl PrivateApt {
         Ok(PrivateApt { dir })
     }
 
-    fn options(&self) -> Vec<String> {
+    /// The apt-get/apt-cache options that select this configuration.
+    pub(crate) fn options(&self) -> Vec<String> {
         let d = self.dir.display();
         vec![
             "-oDir::Etc::SourceList=/dev/null".into(),
@@ -182,7 +183,9 @@ impl PrivateApt {
     }
 }
 
-fn deb822(suites: &str, security_suite: &str) -> String {
+/// Debian's archive (main) for `suites` and its security archive for
+/// `security_suite`, as an apt sources file.
+pub(crate) fn deb822(suites: &str, security_suite: &str) -> String {
     format!(
         "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: {suites}\nComponents: main\n\
          Signed-By: {DEBIAN_KEYRING}\n\nTypes: deb\nURIs: http://deb.debian.org/debian-security\n\
