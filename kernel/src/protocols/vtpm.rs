@@ -21,55 +21,24 @@ use alloc::vec::Vec;
 
 use abi::svsm::{
     SVSM_ERR_BUSY, SVSM_ERR_INVALID_ADDRESS, SVSM_ERR_INVALID_PARAMETER, SVSM_ERR_UNSUPPORTED_CALL,
-    SVSM_SUCCESS,
+    SVSM_SUCCESS, TPM_SEND_COMMAND, VTPM_BUFFER_SIZE, VTPM_CMD, VTPM_QUERY, VtpmCommandHeader,
+    VtpmResponseHeader,
 };
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+use zerocopy::IntoBytes;
 use zeroize::Zeroizing;
 
 use crate::guest_mem::{GuestMemory, read_obj};
 use crate::vtpm::{self, TPM_RC_COMMAND_SIZE, TPM_RC_FAILURE, TPM_RC_MEMORY, TpmBackend};
 
-/// SVSM_VTPM_QUERY.
-pub const VTPM_QUERY: u32 = 0;
-/// SVSM_VTPM_CMD.
-pub const VTPM_CMD: u32 = 1;
-/// The mssim platform command TPM_SEND_COMMAND (TpmTcpProtocol.h).
-pub const TPM_SEND_COMMAND: u32 = 8;
 /// VTPM_QUERY's bitmap: bit n set = platform command n supported.
 pub const SUPPORTED_PLATFORM_COMMANDS: u64 = 1 << TPM_SEND_COMMAND;
 /// VTPM_QUERY's feature word (none defined).
 pub const SUPPORTED_FEATURES: u64 = 0;
 
-/// Size of the request/response buffer (one page).
-pub const BUFFER_SIZE: usize = 4096;
-
-/// TPM_SEND_COMMAND request header (SVSM spec Tables 15 and 16).
-#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
-#[repr(C, packed)]
-pub struct SendCommandRequest {
-    /// The platform command (TPM_SEND_COMMAND).
-    pub command: u32,
-    /// The locality the command runs at (must be 0).
-    pub locality: u8,
-    /// Size of the TPM command that follows.
-    pub size: u32,
-}
-
-/// TPM_SEND_COMMAND response header (SVSM spec Table 17).
-#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
-#[repr(C, packed)]
-pub struct SendCommandResponse {
-    /// Size of the TPM response that follows.
-    pub size: u32,
-}
-
-const _: () = assert!(size_of::<SendCommandRequest>() == 9);
-const _: () = assert!(size_of::<SendCommandResponse>() == 4);
-
 /// Largest TPM command the buffer holds.
-pub const MAX_TPM_COMMAND: usize = BUFFER_SIZE - size_of::<SendCommandRequest>();
+pub const MAX_TPM_COMMAND: usize = VTPM_BUFFER_SIZE - size_of::<VtpmCommandHeader>();
 /// Largest TPM response the buffer holds.
-pub const MAX_TPM_RESPONSE: usize = BUFFER_SIZE - size_of::<SendCommandResponse>();
+pub const MAX_TPM_RESPONSE: usize = VTPM_BUFFER_SIZE - size_of::<VtpmResponseHeader>();
 
 /// The call's registers: RCX in (VTPM_CMD: the buffer's GPA), RCX and RDX
 /// out (VTPM_QUERY).
@@ -101,8 +70,7 @@ pub fn handle(
 }
 
 fn send_command(gpa: u64, memory: &dyn GuestMemory, tpm: &mut dyn TpmBackend) -> Result<(), u32> {
-    let request: SendCommandRequest =
-        read_obj(memory, gpa).map_err(|_| SVSM_ERR_INVALID_ADDRESS)?;
+    let request: VtpmCommandHeader = read_obj(memory, gpa).map_err(|_| SVSM_ERR_INVALID_ADDRESS)?;
     let (command, locality, size) = (request.command, request.locality, request.size);
     if command != TPM_SEND_COMMAND || locality != 0 {
         return Err(SVSM_ERR_INVALID_PARAMETER);
@@ -131,7 +99,7 @@ fn read_command(
         return Ok(None);
     }
     command.resize(size, 0);
-    let at = gpa.checked_add(size_of::<SendCommandRequest>() as u64);
+    let at = gpa.checked_add(size_of::<VtpmCommandHeader>() as u64);
     let at = at.ok_or(SVSM_ERR_INVALID_ADDRESS)?;
     memory.read(at, &mut command).map_err(|_| SVSM_ERR_INVALID_ADDRESS)?;
     Ok(Some(command))
@@ -148,9 +116,9 @@ fn write_response(memory: &dyn GuestMemory, gpa: u64, response: &[u8]) -> Result
     } else {
         response
     };
-    let header = SendCommandResponse { size: response.len() as u32 };
+    let header = VtpmResponseHeader { size: response.len() as u32 };
     let mut out = Zeroizing::new(Vec::new());
-    out.try_reserve_exact(size_of::<SendCommandResponse>() + response.len())
+    out.try_reserve_exact(size_of::<VtpmResponseHeader>() + response.len())
         .map_err(|_| SVSM_ERR_BUSY)?;
     out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(response);

@@ -7,7 +7,8 @@
 
 use abi::svsm::{
     CoreCall, ListHeader, PROTOCOL_VTPM, PageSize, PvalidateEntry, SVSM_ERR_INVALID_ADDRESS,
-    SVSM_ERR_INVALID_PARAMETER, SVSM_ERR_UNSUPPORTED_CALL, SVSM_SUCCESS, request_rax,
+    SVSM_ERR_INVALID_PARAMETER, SVSM_ERR_UNSUPPORTED_CALL, SVSM_SUCCESS, TPM_SEND_COMMAND,
+    VTPM_BUFFER_SIZE, VTPM_CMD, VTPM_QUERY, VtpmCommandHeader, request_rax,
 };
 use zerocopy::IntoBytes;
 
@@ -22,11 +23,8 @@ use crate::vtpm_commands::{
 
 /// The page the requests go in (after the core cases' pages).
 const BUFFER_PAGE: u64 = scratch_page(16);
-const VTPM_QUERY: u32 = 0;
-const VTPM_CMD: u32 = 1;
-const TPM_SEND_COMMAND: u32 = 8;
 /// Largest TPM command a one-page buffer holds (4096 - 9).
-const MAX_COMMAND: u32 = 4087;
+const MAX_COMMAND: u32 = (VTPM_BUFFER_SIZE - size_of::<VtpmCommandHeader>()) as u32;
 /// The local APIC: MMIO.
 const MMIO_LAPIC: u64 = 0xFEE0_0000;
 /// Far beyond the guest's RAM (the tests run with 512 MiB).
@@ -79,15 +77,12 @@ impl VtpmCases<'_> {
         size: u32,
         command: &[u8],
     ) -> CallOutcome {
-        let mut header = [0u8; 9];
-        header[..4].copy_from_slice(&platform_command.to_le_bytes());
-        header[4] = locality;
-        header[5..].copy_from_slice(&size.to_le_bytes());
+        let header = VtpmCommandHeader { command: platform_command, locality, size };
         // SAFETY: `gpa` is the validated buffer page (every caller passes an
         // offset into it that leaves room for the request).
         unsafe {
-            write_bytes(gpa, &header);
-            write_bytes(gpa + 9, command);
+            write_bytes(gpa, header.as_bytes());
+            write_bytes(gpa + size_of::<VtpmCommandHeader>() as u64, command);
         }
         self.call(VTPM_CMD, gpa)
     }

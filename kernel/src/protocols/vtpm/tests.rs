@@ -34,7 +34,7 @@ impl Guest {
 
     /// Writes a TPM_SEND_COMMAND request at `gpa` (unchecked test setup).
     fn put_request(&self, gpa: u64, platform_command: u32, locality: u8, tpm_command: &[u8]) {
-        let header = SendCommandRequest {
+        let header = VtpmCommandHeader {
             command: platform_command,
             locality,
             size: tpm_command.len() as u32,
@@ -158,7 +158,7 @@ fn oversize_commands_get_the_tpms_command_size_error() {
     let guest = Guest::new();
     for size in [MAX_TPM_COMMAND as u32 + 1, 0x1_0000, u32::MAX] {
         let mut tpm = Recorder::default();
-        let header = SendCommandRequest { command: 8, locality: 0, size };
+        let header = VtpmCommandHeader { command: 8, locality: 0, size };
         guest.ram.write(0x3000, header.as_bytes()).unwrap();
         assert_eq!(guest.call(0x3000, &mut tpm), SVSM_SUCCESS);
         assert!(tpm.calls.is_empty());
@@ -207,14 +207,14 @@ fn buffers_outside_guest_ram_or_in_svsm_memory_are_invalid_addresses() {
     let gpa = SVSM.base - 20;
     guest
         .ram
-        .write(gpa, SendCommandRequest { command: 8, locality: 0, size: 100 }.as_bytes())
+        .write(gpa, VtpmCommandHeader { command: 8, locality: 0, size: 100 }.as_bytes())
         .unwrap();
     assert_eq!(guest.call(gpa, &mut tpm), SVSM_ERR_INVALID_ADDRESS);
     // Or past the end of RAM.
     let gpa = RAM_END - 20;
     guest
         .ram
-        .write(gpa, SendCommandRequest { command: 8, locality: 0, size: 100 }.as_bytes())
+        .write(gpa, VtpmCommandHeader { command: 8, locality: 0, size: 100 }.as_bytes())
         .unwrap();
     assert_eq!(guest.call(gpa, &mut tpm), SVSM_ERR_INVALID_ADDRESS);
     assert!(tpm.calls.is_empty());
