@@ -264,20 +264,27 @@ fn added_and_extended_files_appear_in_the_directory() {
     assert_eq!(port_read(&mut filter, &mut device, 10), vec![7; 10]);
 }
 
-/// QEMU builds its ACPI tables when `etc/table-loader` is first selected,
-/// from the chipset as the firmware left it: the filter must read the
-/// device's bytes then, not when the file was extended.
-#[test]
-fn an_extended_file_is_read_from_the_device_when_the_guest_selects_it() {
-    let s = setup();
+/// A filter over a device whose `etc/table-loader` (key 0x23) holds 128
+/// bytes of 1 and is extended by 128 bytes of 2; the device's file then
+/// changes to 128 bytes of 3, as QEMU's does when its ACPI tables are built.
+fn extended_loader(s: &Setup) -> (FakeDevice<'_>, CheckedGuestMemory<'_>, FwCfgFilter) {
     let mut files = qemu_files();
     files.push(("etc/table-loader", vec![1; 128]));
     let mut device = FakeDevice::new(&s.ram, &files);
     let memory = CheckedGuestMemory::new(&s.layout, &s.owned, &s.ram);
     let mut filter = FwCfgFilter::new(&mut device, &[SVSM]).unwrap();
     filter.append_file(b"etc/table-loader", &[2; 128]).unwrap();
-    // The firmware programs the chipset; the device's file changes (same size).
     device.items.insert(0x23, vec![3; 128]);
+    (device, memory, filter)
+}
+
+/// QEMU builds its ACPI tables when `etc/table-loader` is first selected,
+/// from the chipset as the firmware left it: the filter must read the
+/// device's bytes then, not when the file was extended.
+#[test]
+fn an_extended_file_is_read_from_the_device_when_the_guest_selects_it() {
+    let s = setup();
+    let (mut device, memory, mut filter) = extended_loader(&s);
     filter.port_out(SELECTOR_PORT, 2, 0x23, &mut device, &memory);
     let loader = port_read(&mut filter, &mut device, 256);
     assert_eq!((loader[0], loader[127], loader[128], loader[255]), (3, 3, 2, 2));
@@ -290,13 +297,7 @@ fn an_extended_file_is_read_from_the_device_when_the_guest_selects_it() {
 #[test]
 fn an_extended_file_selected_by_dma_is_read_from_the_device_then() {
     let s = setup();
-    let mut files = qemu_files();
-    files.push(("etc/table-loader", vec![1; 128]));
-    let mut device = FakeDevice::new(&s.ram, &files);
-    let memory = CheckedGuestMemory::new(&s.layout, &s.owned, &s.ram);
-    let mut filter = FwCfgFilter::new(&mut device, &[SVSM]).unwrap();
-    filter.append_file(b"etc/table-loader", &[2; 128]).unwrap();
-    device.items.insert(0x23, vec![3; 128]);
+    let (mut device, memory, mut filter) = extended_loader(&s);
     let desc = 0x1000;
     descriptor(&s.ram, desc, (0x23 << 16) | dma::SELECT | dma::READ, 256, 0x2000);
     kick(&mut filter, &mut device, &memory, desc);
