@@ -163,9 +163,6 @@ fn boot_qemu(rom: &Path, args: &RunArgs, timeout: Duration) -> Result<(String, b
         QemuOptions { accel: args.accel, cpu: args.cpu.clone(), timeout, ..QemuOptions::default() };
     println!("run: {}", qemu_line(rom, &options));
     let result = qemu::boot(rom, &options)?;
-    if !result.ending.is_success() && !result.qemu_stderr.trim().is_empty() {
-        eprintln!("QEMU said:\n{}", result.qemu_stderr.trim_end());
-    }
     let mut line =
         format!("{} ({:.2} s)", result.ending.describe(timeout), result.elapsed.as_secs_f64());
     // Without a kernel to boot, OVMF waits in its UEFI shell until killed.
@@ -173,7 +170,11 @@ fn boot_qemu(rom: &Path, args: &RunArgs, timeout: Duration) -> Result<(String, b
     if expected_timeout {
         line.push_str(": expected with --no-guest, where OVMF waits in its UEFI shell");
     }
-    Ok((line, result.ending.is_success() || expected_timeout))
+    let success = result.ending.is_success() || expected_timeout;
+    if !success && !result.qemu_stderr.trim().is_empty() {
+        eprintln!("QEMU said:\n{}", result.qemu_stderr.trim_end());
+    }
+    Ok((line, success))
 }
 
 /// Boots the IGVM file's native platform with the project's KVM launcher
