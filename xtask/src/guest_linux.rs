@@ -698,12 +698,12 @@ impl SvsmBoot {
 /// `cargo xtask run`'s Linux boot: OVMF and the guest kernel (`guest`, or
 /// the Debian one) under the SVSM, then the summary.
 pub fn run(env: &Env, guest: Option<&Path>, options: &BootOptions) -> Result<()> {
-    setup::ensure_boot_tools(env)?;
-    let payload = ensure_payload(env)?;
-    let kernel = guest.map_or_else(|| payload.kernel.clone(), Path::to_path_buf);
     if let Some(guest) = guest {
         ensure!(guest.is_file(), "--guest {}: no such file", guest.display());
     }
+    setup::ensure_boot_tools(env)?;
+    let payload = ensure_payload(env)?;
+    let kernel = guest.map_or_else(|| payload.kernel.clone(), Path::to_path_buf);
     let boot = SvsmBoot::analyse(boot_under_svsm(env, &payload, &kernel, options)?)?;
     println!("{}", boot.summary());
     boot.verdict()
