@@ -509,6 +509,8 @@ pub mod marker {
     pub const FIRST_MEASUREMENT: &str = "CRB: first PCR_Extend";
     /// The CRB's statistics at shutdown (commands, accesses, TPM time).
     pub const CRB_STATISTICS: &str = "emulated accesses";
+    /// The SVSM ran no guest (e.g. the native platform: no SVM).
+    pub const NO_GUEST: &str = "no guest to run";
     /// The SVSM stopped the guest for touching memory it may not.
     pub const GUEST_STOPPED: &str = "guest stopped:";
 }
@@ -669,11 +671,19 @@ impl SvsmBoot {
     /// matches, the vTPM agrees with the guest, and the guest's power-off
     /// ended the VM through the SVSM.
     pub fn verdict(&self) -> Result<()> {
+        if let Some(line) = self.log.find(marker::NO_GUEST) {
+            bail!(
+                "the SVSM started no guest: {}\nThe dev platform runs the guest with SVM and \
+                 nested paging: give QEMU a CPU model that has both (--cpu {}).",
+                line.text.trim(),
+                qemu::DEV_PLATFORM_CPU
+            );
+        }
         ensure!(
             self.output.init_at.is_some(),
             "the guest never ran its init; the last lines were:\n{}\nQEMU said: {}",
             tail(&self.log, 40),
-            self.log.stderr.trim()
+            qemu_messages(&self.log.stderr)
         );
         if let Err(why) = &self.replay {
             bail!("{why}");
@@ -812,6 +822,16 @@ pub fn pcr_lines(banks: &Banks) -> String {
 /// The serial output with arrival times.
 pub fn timed_text(log: &RunLog) -> String {
     log.lines.iter().map(|l| format!("{:8.3} {}\n", l.at.as_secs_f64(), l.text)).collect()
+}
+
+/// QEMU's stderr without its warnings about CPU features TCG does not
+/// emulate (every boot with an EPYC model prints them).
+fn qemu_messages(stderr: &str) -> String {
+    stderr
+        .lines()
+        .filter(|line| !line.contains("TCG doesn't support requested feature"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The last `n` serial lines, for error messages.

@@ -84,7 +84,7 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "qemu", conflicts_with = "guest")]
     vmm: Vmm,
     /// QEMU CPU model. The dev platform, which runs the guest, needs SVM
-    /// with nested paging; without them (e.g. plain EPYC-v4) the SVSM runs
+    /// with nested paging; without them (e.g. EPYC-v4,-svm) the SVSM runs
     /// on the native platform and starts no guest.
     #[arg(long, default_value = qemu::DEV_PLATFORM_CPU)]
     cpu: String,

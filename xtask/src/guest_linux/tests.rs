@@ -219,3 +219,22 @@ fn a_boot_is_judged_on_replay_and_the_vtpms_own_pcrs() {
     let boot = SvsmBoot::analyse(run_log(&without)).unwrap();
     assert!(boot.verdict().is_err());
 }
+
+#[test]
+fn a_boot_without_a_guest_says_what_the_dev_platform_needs() {
+    let text = "[INFO ] SVSM kernel: platform Native\n\
+                [INFO ] SVSM ready on the Native platform; no guest to run (the platform runs none)\n";
+    let boot = SvsmBoot::analyse(run_log(text)).unwrap();
+    let error = boot.verdict().unwrap_err().to_string();
+    assert!(
+        error.contains("started no guest") && error.contains("--cpu EPYC-v4,+svm,+npt"),
+        "{error}"
+    );
+}
+
+#[test]
+fn tcg_feature_warnings_are_left_out_of_qemu_messages() {
+    let stderr = "qemu-system-x86_64: warning: TCG doesn't support requested feature: CPUID.0DH:EAX.xsavec [bit 1]\n\
+                  qemu-system-x86_64: -kernel /x: No such file\n";
+    assert_eq!(qemu_messages(stderr), "qemu-system-x86_64: -kernel /x: No such file");
+}
