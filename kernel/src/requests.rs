@@ -173,16 +173,13 @@ mod machine {
                         return;
                     }
                 }
-                GuestExit::Stopped(GuestStop::PoweredOff) => {
-                    crate::println!(
-                        "guest powered off (ACPI soft-off from vCPU {}): ending the VM",
-                        record.apic_id
-                    );
-                    crate::vtpm::shutdown();
-                    platform::exit_success();
-                }
                 GuestExit::Stopped(stop) => {
                     report_stop(&record, &stop);
+                    if stop == GuestStop::PoweredOff {
+                        crate::println!("the guest powered off: ending the VM");
+                        crate::vtpm::shutdown();
+                        platform::exit_success();
+                    }
                     let mut state = shared.lock();
                     if let Some(r) = state.vcpus.get_mut(record.id) {
                         r.state = VcpuState::Stopped;
@@ -218,7 +215,9 @@ mod machine {
                 crate::println!("guest stopped: vCPU {apic} shut down (triple fault)")
             }
             GuestStop::Parked => crate::println!("guest vCPU {apic} parked (AP reset hold)"),
-            GuestStop::PoweredOff => crate::println!("guest vCPU {apic} powered the VM off"),
+            GuestStop::PoweredOff => {
+                crate::println!("guest vCPU {apic} powered the VM off (ACPI soft-off)")
+            }
             GuestStop::InvalidState => {
                 crate::println!("guest stopped: vCPU {apic} has a VMSA that cannot run")
             }
