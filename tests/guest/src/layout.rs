@@ -4,7 +4,7 @@
 //!
 //! | GPA                        | what                                           |
 //! |----------------------------|------------------------------------------------|
-//! | 4 GiB - 128 KiB .. 4 GiB   | the image: code and data (copied to RAM), reset code, SEV metadata, GUIDed table, reset vector |
+//! | 4 GiB - 192 KiB .. 4 GiB   | the image: code and data (copied to RAM), reset code, SEV metadata, GUIDed table, reset vector |
 //! | 0x0080_0000 + 256 KiB      | pre-validated RAM: page tables, GHCB page, the RAM copy of code and data, stacks |
 //! | 0x0084_0000                | the guest's copy of the secrets page           |
 //! | 0x0084_1000                | the CPUID page                                 |
@@ -17,7 +17,7 @@
 use abi::layout::{LARGE_PAGE_SIZE, PAGE_SIZE};
 
 /// Size of the firmware image.
-pub const IMAGE_SIZE: u64 = 0x2_0000;
+pub const IMAGE_SIZE: u64 = 0x3_0000;
 /// Where the image lies: it ends at 4 GiB, like OVMF.
 pub const IMAGE_BASE: u64 = (1 << 32) - IMAGE_SIZE;
 

@@ -1,6 +1,7 @@
 //! The vTPM protocol cases (SVSM protocol 2, spec §8): what Linux's
 //! `tpm_svsm` and OVMF do through it (Startup, PCR_Extend, PCR_Read,
-//! GetRandom, a quote) and hostile buffers. The request/response buffer is a
+//! GetRandom, a quote whose ECDSA signature the guest verifies with the
+//! key's public point) and hostile buffers. The request/response buffer is a
 //! scratch page the guest validates first; the TPM commands and the
 //! expected results are in [`crate::vtpm_commands`], host-tested against
 //! the engine.
@@ -18,7 +19,8 @@ use crate::runner::{Code, expect_code, record};
 use crate::snp::{CallOutcome, CallRegs, svsm_call};
 use crate::vtpm_commands::{
     CREATE_SIGNING_KEY, GET_RANDOM_32, PCR_16_EXTENDED, PCR_EXTEND_16, PCR_READ_16, QUOTE_NONCE,
-    QUOTE_PCR_DIGEST, STARTUP, created_handle, flush_context, parse_quote, quote, response_code,
+    QUOTE_PCR_DIGEST, STARTUP, created_ecc_point, created_handle, ecdsa_p256_valid, flush_context,
+    parse_quote, quote, response_code,
 };
 
 /// The page the requests go in (after the core cases' pages).
@@ -180,6 +182,7 @@ impl VtpmCases<'_> {
             );
             return;
         };
+        let point = created_ecc_point(&created[..len]);
         if let Some((response, len)) = self.send("vtpm/quote-pcr-16", &quote(key)) {
             let info = parse_quote(&response[..len]);
             let ok = info.as_ref().is_some_and(|info| {
@@ -187,14 +190,23 @@ impl VtpmCases<'_> {
                     && info.kind == 0x8018
                     && info.extra_data == QUOTE_NONCE
                     && info.pcr_digest == QUOTE_PCR_DIGEST
-                    && info.signed
             });
             record(
                 "vtpm/quote-pcr-16",
                 ok,
                 format_args!(
-                    "expected a signed quote of SHA-256 PCR 16 with the nonce, got {info:?}"
+                    "expected a quote of SHA-256 PCR 16 with the nonce, got (magic, type, \
+                     extra data, PCR digest) {:x?}",
+                    info.as_ref().map(|i| (i.magic, i.kind, i.extra_data, i.pcr_digest))
                 ),
+            );
+            let signed = point.zip(info.as_ref()).is_some_and(|(point, info)| {
+                info.ecdsa.is_some_and(|signature| ecdsa_p256_valid(point, info.attest, signature))
+            });
+            record(
+                "vtpm/quote-signature",
+                signed,
+                format_args!("expected the quote's ECDSA P-256 signature to verify with the key"),
             );
         }
         let _ = self.send_quiet(&flush_context(key));

@@ -4,7 +4,7 @@
 //! expectations are the TPM's.
 
 /// How many cases the guest's vTPM protocol cases record.
-pub const VTPM_CASES: u32 = 19;
+pub const VTPM_CASES: u32 = 20;
 
 /// TPM2_Startup(TPM_SU_CLEAR).
 pub const STARTUP: [u8; 12] = [0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x44, 0, 0];
@@ -120,6 +120,8 @@ impl<'a> Reader<'a> {
 /// What a quote attests.
 #[derive(Debug, PartialEq, Eq)]
 pub struct QuoteInfo<'a> {
+    /// The signed TPMS_ATTEST bytes.
+    pub attest: &'a [u8],
     /// TPMS_ATTEST.magic (TPM_GENERATED_VALUE, 0xFF544347).
     pub magic: u32,
     /// TPMS_ATTEST.type (TPM_ST_ATTEST_QUOTE, 0x8018).
@@ -128,16 +130,26 @@ pub struct QuoteInfo<'a> {
     pub extra_data: &'a [u8],
     /// The digest of the selected PCRs.
     pub pcr_digest: &'a [u8],
-    /// Whether a signature follows.
-    pub signed: bool,
+    /// The ECDSA signature (r, s), if the quote carries one.
+    pub ecdsa: Option<(&'a [u8], &'a [u8])>,
 }
+
+const TPM_ALG_ECC: u16 = 0x0023;
+const TPM_ALG_ECDSA: u16 = 0x0018;
+const TPM_ALG_NULL: u16 = 0x0010;
 
 /// Reads a TPM2_Quote response (sessions tag: parameter size first).
 pub fn parse_quote(response: &[u8]) -> Option<QuoteInfo<'_>> {
     let mut r = Reader { bytes: response, at: 10 };
     let _parameter_size = r.u32()?;
     let attest = r.tpm2b()?;
-    let signature_algorithm = r.u16()?;
+    let ecdsa = match r.u16()? {
+        TPM_ALG_ECDSA => {
+            let _hash = r.u16()?;
+            Some((r.tpm2b()?, r.tpm2b()?))
+        }
+        _ => None,
+    };
     let mut a = Reader { bytes: attest, at: 0 };
     let magic = a.u32()?;
     let kind = a.u16()?;
@@ -151,7 +163,57 @@ pub fn parse_quote(response: &[u8]) -> Option<QuoteInfo<'_>> {
         a.take(size)?;
     }
     let pcr_digest = a.tpm2b()?;
-    Some(QuoteInfo { magic, kind, extra_data, pcr_digest, signed: signature_algorithm == 0x0018 })
+    Some(QuoteInfo { attest, magic, kind, extra_data, pcr_digest, ecdsa })
+}
+
+/// The public point (x, y) of the ECDSA key a TPM2_CreatePrimary response
+/// returns (TPMT_PUBLIC with a NULL symmetric and NULL KDF, as
+/// [`CREATE_SIGNING_KEY`] asks).
+pub fn created_ecc_point(response: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut r = Reader { bytes: response, at: 14 };
+    let _parameter_size = r.u32()?;
+    let mut public = Reader { bytes: r.tpm2b()?, at: 0 };
+    let expect = |value: Option<u16>, wanted: u16| (value? == wanted).then_some(());
+    expect(public.u16(), TPM_ALG_ECC)?;
+    public.take(2 + 4)?; // nameAlg, objectAttributes
+    public.tpm2b()?; // authPolicy
+    expect(public.u16(), TPM_ALG_NULL)?; // symmetric
+    expect(public.u16(), TPM_ALG_ECDSA)?;
+    public.take(2 + 2)?; // the scheme's hash, curveID
+    expect(public.u16(), TPM_ALG_NULL)?; // kdf
+    Some((public.tpm2b()?, public.tpm2b()?))
+}
+
+/// Whether (r, s) is a valid ECDSA P-256 / SHA-256 signature of `message`
+/// by the key at (x, y) (coordinates and scalars big-endian, at most 32
+/// bytes each).
+pub fn ecdsa_p256_valid(point: (&[u8], &[u8]), message: &[u8], signature: (&[u8], &[u8])) -> bool {
+    use p256::ecdsa::signature::Verifier;
+    use p256::ecdsa::{Signature, VerifyingKey};
+    let (Some(x), Some(y), Some(r), Some(s)) =
+        (field(point.0), field(point.1), field(signature.0), field(signature.1))
+    else {
+        return false;
+    };
+    let mut sec1 = [0x04; 65];
+    sec1[1..33].copy_from_slice(&x);
+    sec1[33..].copy_from_slice(&y);
+    let mut scalars = [0u8; 64];
+    scalars[..32].copy_from_slice(&r);
+    scalars[32..].copy_from_slice(&s);
+    let (Ok(key), Ok(signature)) =
+        (VerifyingKey::from_sec1_bytes(&sec1), Signature::from_slice(&scalars))
+    else {
+        return false;
+    };
+    key.verify(message, &signature).is_ok()
+}
+
+/// A big-endian value of at most 32 bytes as a 32-byte field element.
+fn field(value: &[u8]) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    out.get_mut(32usize.checked_sub(value.len())?..)?.copy_from_slice(value);
+    Some(out)
 }
 
 /// The handle a CreatePrimary response returns.
@@ -205,7 +267,22 @@ mod tests {
         assert_eq!(info.kind, 0x8018);
         assert_eq!(info.extra_data, QUOTE_NONCE);
         assert_eq!(info.pcr_digest, QUOTE_PCR_DIGEST);
-        assert!(info.signed);
+        let point = created_ecc_point(&created).unwrap();
+        let signature = info.ecdsa.unwrap();
+        assert!(ecdsa_p256_valid(point, info.attest, signature));
+        // The check can fail: another message, a changed s, another key.
+        let mut altered = info.attest.to_vec();
+        altered[20] ^= 1;
+        assert!(!ecdsa_p256_valid(point, &altered, signature));
+        let mut s = signature.1.to_vec();
+        s[31] ^= 1;
+        assert!(!ecdsa_p256_valid(point, info.attest, (signature.0, &s)));
+        // The same template under the endorsement hierarchy: another key.
+        let mut endorsement_key = CREATE_SIGNING_KEY;
+        endorsement_key[13] = 0x0B;
+        let other = run(&mut tpm, &endorsement_key);
+        let other_point = created_ecc_point(&other).unwrap();
+        assert!(!ecdsa_p256_valid(other_point, info.attest, signature));
         assert_eq!(response_code(&run(&mut tpm, &flush_context(key))), Some(0));
     }
 }
