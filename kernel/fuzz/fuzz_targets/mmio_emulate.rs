@@ -25,7 +25,7 @@ use abi::boot::MemoryRange;
 use arbitrary::Arbitrary;
 use iced_x86::{Decoder, DecoderOptions};
 use kernel::crb::decode::{Access, CpuMode, Segment, decode};
-use kernel::crb::mmio::{DeviceWindow, GuestCpu, MmioDevice, PagingRegisters, emulate};
+use kernel::crb::mmio::{DeviceWindow, GuestCpu, GuestPaging, MmioDevice, emulate};
 use kernel::guest_mem::{CheckedGuestMemory, Fault, GuestLayout, OwnedPages, RawGuestMemory};
 use kernel::host_doubles::FakeGuestRam;
 use libfuzzer_sys::fuzz_target;
@@ -101,8 +101,8 @@ impl GuestCpu for Cpu {
     fn cpl(&self) -> u8 {
         self.cpl
     }
-    fn paging(&self) -> PagingRegisters {
-        PagingRegisters {
+    fn paging(&self) -> GuestPaging {
+        GuestPaging {
             cr0: (1 << 31) | (1 << 16) | 1,
             cr3: PML4,
             cr4: 1 << 5,

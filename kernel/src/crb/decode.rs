@@ -20,6 +20,8 @@
 //! code are refused. Every result carries the instruction length, which the
 //! SVSM needs to advance RIP.
 
+use crate::svm::decode::MAX_INSTRUCTION_LENGTH;
+
 /// The guest's code size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CpuMode {
@@ -30,9 +32,6 @@ pub enum CpuMode {
     /// 16-bit code (real mode, or CS.D clear): not decoded.
     Legacy16,
 }
-
-/// The most bytes an x86 instruction may have.
-pub const MAX_INSTRUCTION_LEN: usize = 15;
 
 /// A segment register named by an override prefix (or implied).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,7 +200,7 @@ struct Cursor<'a> {
 
 impl Cursor<'_> {
     fn next(&mut self) -> Result<u8, DecodeError> {
-        if self.at >= MAX_INSTRUCTION_LEN {
+        if self.at >= MAX_INSTRUCTION_LENGTH {
             return Err(DecodeError::TooLong);
         }
         let byte = *self.bytes.get(self.at).ok_or(DecodeError::Truncated)?;
@@ -210,7 +209,7 @@ impl Cursor<'_> {
     }
 
     fn peek(&self) -> Result<u8, DecodeError> {
-        if self.at >= MAX_INSTRUCTION_LEN {
+        if self.at >= MAX_INSTRUCTION_LENGTH {
             return Err(DecodeError::TooLong);
         }
         self.bytes.get(self.at).copied().ok_or(DecodeError::Truncated)

@@ -16,10 +16,12 @@
 //! guest memory, so a guest cannot use the emulator to reach SVSM memory.
 
 use super::decode::{
-    Access, CpuMode, DecodeError, Extend, Instruction, MAX_INSTRUCTION_LEN, MemoryOperand,
-    Register, Segment, Source, decode, sign_extend,
+    Access, CpuMode, DecodeError, Extend, Instruction, MemoryOperand, Register, Segment, Source,
+    decode, sign_extend,
 };
 use crate::guest_mem::GuestMemory;
+use crate::svm::decode::{self as walker, GuestPhysRead, MAX_INSTRUCTION_LENGTH, PageAccess};
+pub use crate::svm::decode::{AccessKind, GuestPaging};
 
 /// The most MOVS elements one exit performs; the rest run after the guest
 /// re-executes the instruction (as after an interrupt in a REP string).
@@ -42,7 +44,7 @@ pub trait GuestCpu {
     /// The current privilege level.
     fn cpl(&self) -> u8;
     /// The paging registers.
-    fn paging(&self) -> PagingRegisters;
+    fn paging(&self) -> GuestPaging;
     /// The base of `segment` (only FS and GS are asked in 64-bit mode).
     fn segment_base(&self, segment: Segment) -> u64;
 }
@@ -55,44 +57,7 @@ pub trait MmioDevice {
     fn write(&mut self, offset: u64, size: u8, value: u64);
 }
 
-/// CR0, CR3, CR4 and EFER: what the page walk needs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PagingRegisters {
-    /// CR0 (PG bit 31, WP bit 16).
-    pub cr0: u64,
-    /// CR3.
-    pub cr3: u64,
-    /// CR4 (LA57 bit 12).
-    pub cr4: u64,
-    /// EFER (LMA bit 10, NXE bit 11).
-    pub efer: u64,
-}
-
-const CR0_PG: u64 = 1 << 31;
-const CR0_WP: u64 = 1 << 16;
-const CR4_PAE: u64 = 1 << 5;
-const CR4_LA57: u64 = 1 << 12;
-const EFER_LMA: u64 = 1 << 10;
-const EFER_NXE: u64 = 1 << 11;
 const RFLAGS_DF: u64 = 1 << 10;
-
-const PTE_PRESENT: u64 = 1 << 0;
-const PTE_WRITABLE: u64 = 1 << 1;
-const PTE_USER: u64 = 1 << 2;
-const PTE_LARGE: u64 = 1 << 7;
-const PTE_NX: u64 = 1 << 63;
-const PTE_ADDRESS: u64 = 0x000F_FFFF_FFFF_F000;
-
-/// What an access through the guest's page tables is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AccessKind {
-    /// Data read.
-    Read,
-    /// Data write.
-    Write,
-    /// Instruction fetch.
-    Fetch,
-}
 
 /// Why an access could not be emulated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,8 +72,6 @@ pub enum MmioError {
         /// The access.
         kind: AccessKind,
     },
-    /// Paging the walker does not implement (32-bit paging modes).
-    UnsupportedPaging,
     /// The instruction's memory operand is not on the page that faulted or
     /// runs out of the device.
     WrongAddress {
@@ -194,30 +157,15 @@ fn advance(rip: u64, length: u8, mode: CpuMode) -> u64 {
 /// mapped: the instruction may still end before it).
 fn fetch(cpu: &dyn GuestCpu, memory: &dyn GuestMemory) -> Result<InstructionBytes, MmioError> {
     let linear = linear_address(cpu, Segment::Cs, cpu.rip(), cpu.mode());
-    let mut bytes = InstructionBytes { bytes: [0; MAX_INSTRUCTION_LEN], len: 0 };
-    while bytes.len < MAX_INSTRUCTION_LEN {
-        let at = linear.wrapping_add(bytes.len as u64);
-        let gpa = match translate(cpu, memory, at, AccessKind::Fetch) {
-            Ok(gpa) => gpa,
-            Err(error) if bytes.len == 0 => return Err(error),
-            Err(_) => break,
-        };
-        let in_page = (0x1000 - (at & 0xFFF)) as usize;
-        let take = in_page.min(MAX_INSTRUCTION_LEN - bytes.len);
-        let chunk = &mut bytes.bytes[bytes.len..bytes.len + take];
-        if memory.read(gpa, chunk).is_err() {
-            if bytes.len == 0 {
-                return Err(MmioError::GuestMemory { gpa });
-            }
-            break;
-        }
-        bytes.len += take;
-    }
+    let mut bytes = InstructionBytes { bytes: [0; MAX_INSTRUCTION_LENGTH], len: 0 };
+    let reader = CheckedReader(memory);
+    bytes.len = walker::fetch(&cpu.paging(), linear, cpu.cpl() == 3, &reader, &mut bytes.bytes)
+        .map_err(|error| walk_error(error, linear, AccessKind::Fetch))?;
     Ok(bytes)
 }
 
 struct InstructionBytes {
-    bytes: [u8; MAX_INSTRUCTION_LEN],
+    bytes: [u8; MAX_INSTRUCTION_LENGTH],
     len: usize,
 }
 
@@ -278,51 +226,36 @@ fn device_offset(
     }
 }
 
-/// Translates a linear address through the guest's page tables (4- or
-/// 5-level long-mode paging, or none).
-pub fn translate(
+/// Translates a linear address through the guest's page tables, with the
+/// permission checks the guest's MMU would make for `kind` at its CPL.
+fn translate(
     cpu: &dyn GuestCpu,
     memory: &dyn GuestMemory,
     linear: u64,
     kind: AccessKind,
 ) -> Result<u64, MmioError> {
-    let paging = cpu.paging();
-    if paging.cr0 & CR0_PG == 0 {
-        return Ok(linear & 0xFFFF_FFFF);
+    let access = PageAccess { kind, user: cpu.cpl() == 3 };
+    cpu.paging()
+        .translate_for(linear, access, &CheckedReader(memory))
+        .map_err(|error| walk_error(error, linear, kind))
+}
+
+/// A failed walk as the emulator reports it: a page table or instruction
+/// the SVSM may not read, or what the guest would take a #PF for.
+fn walk_error(error: walker::WalkError, linear: u64, kind: AccessKind) -> MmioError {
+    match error {
+        walker::WalkError::TableNotReadable(gpa) => MmioError::GuestMemory { gpa },
+        _ => MmioError::PageFault { linear, kind },
     }
-    if paging.efer & EFER_LMA == 0 || paging.cr4 & CR4_PAE == 0 {
-        return Err(MmioError::UnsupportedPaging);
+}
+
+/// The checked guest memory as the page walker reads it.
+struct CheckedReader<'a>(&'a dyn GuestMemory);
+
+impl GuestPhysRead for CheckedReader<'_> {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Option<()> {
+        self.0.read(gpa, buf).ok()
     }
-    let levels: u32 = if paging.cr4 & CR4_LA57 != 0 { 5 } else { 4 };
-    let fault = MmioError::PageFault { linear, kind };
-    let user = cpu.cpl() == 3;
-    let mut table = paging.cr3 & PTE_ADDRESS;
-    for level in (0..levels).rev() {
-        let shift = 12 + 9 * level;
-        let index = (linear >> shift) & 0x1FF;
-        let entry_gpa = table + index * 8;
-        let mut entry = [0u8; 8];
-        memory
-            .read(entry_gpa, &mut entry)
-            .map_err(|_| MmioError::GuestMemory { gpa: entry_gpa })?;
-        let entry = u64::from_le_bytes(entry);
-        let denied = entry & PTE_PRESENT == 0
-            || (kind == AccessKind::Write
-                && entry & PTE_WRITABLE == 0
-                && (user || paging.cr0 & CR0_WP != 0))
-            || (user && entry & PTE_USER == 0)
-            || (kind == AccessKind::Fetch && paging.efer & EFER_NXE != 0 && entry & PTE_NX != 0);
-        if denied {
-            return Err(fault);
-        }
-        // PS in a PDPTE (1 GiB) or PDE (2 MiB) ends the walk.
-        if level > 0 && level < 3 && entry & PTE_LARGE != 0 {
-            let page_mask = (1u64 << shift) - 1;
-            return Ok((entry & PTE_ADDRESS & !page_mask) | (linear & page_mask));
-        }
-        table = entry & PTE_ADDRESS;
-    }
-    Ok(table | (linear & 0xFFF))
 }
 
 /// A general register's value as an operand of `register.size` bytes.

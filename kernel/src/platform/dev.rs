@@ -320,7 +320,7 @@ impl Dev {
         let linear = if long_mode { save.rip } else { save.cs.base.wrapping_add(save.rip) };
         let mut bytes = [0u8; decode::MAX_INSTRUCTION_LENGTH];
         let reader = GuestCode { dev: self };
-        let count = decode::fetch(&paging, linear, &reader, &mut bytes).ok()?;
+        let count = decode::fetch(&paging, linear, save.cpl == 3, &reader, &mut bytes).ok()?;
         decode::decode_intercepted(&bytes[..count], long_mode)
     }
 
@@ -865,14 +865,9 @@ impl crate::crb::mmio::GuestCpu for GuestCpuView<'_> {
         self.cpu.vmcb.save.cpl
     }
 
-    fn paging(&self) -> crate::crb::mmio::PagingRegisters {
+    fn paging(&self) -> GuestPaging {
         let save = &self.cpu.vmcb.save;
-        crate::crb::mmio::PagingRegisters {
-            cr0: save.cr0,
-            cr3: save.cr3,
-            cr4: save.cr4,
-            efer: save.efer,
-        }
+        GuestPaging { cr0: save.cr0, cr3: save.cr3, cr4: save.cr4, efer: save.efer }
     }
 
     fn segment_base(&self, segment: crate::crb::decode::Segment) -> u64 {

@@ -30,6 +30,12 @@ const LARGE: u64 = 0x8000_0000; // 2 MiB page -> 0xFEC0_0000
 const RW_USER: u64 = 0x7;
 const RW: u64 = 0x3;
 
+const CR0_WP: u64 = 1 << 16;
+const CR0_PG: u64 = 1 << 31;
+const CR4_PAE: u64 = 1 << 5;
+const EFER_LMA: u64 = 1 << 10;
+const EFER_NXE: u64 = 1 << 11;
+
 struct Guest {
     ram: FakeGuestRam,
     layout: GuestLayout,
@@ -77,7 +83,7 @@ struct FakeCpu {
     rflags: u64,
     mode: CpuMode,
     cpl: u8,
-    paging: PagingRegisters,
+    paging: GuestPaging,
     fs_base: u64,
 }
 
@@ -89,7 +95,7 @@ impl FakeCpu {
             rflags: 0x2,
             mode: CpuMode::Long64,
             cpl: 0,
-            paging: PagingRegisters {
+            paging: GuestPaging {
                 cr0: CR0_PG | CR0_WP | 1,
                 cr3: PML4,
                 cr4: CR4_PAE,
@@ -122,7 +128,7 @@ impl GuestCpu for FakeCpu {
     fn cpl(&self) -> u8 {
         self.cpl
     }
-    fn paging(&self) -> PagingRegisters {
+    fn paging(&self) -> GuestPaging {
         self.paging
     }
     fn segment_base(&self, segment: Segment) -> u64 {
@@ -385,7 +391,7 @@ fn page_permissions_are_checked() {
 }
 
 #[test]
-fn large_pages_and_paging_off() {
+fn large_pages_paging_off_and_pae() {
     let guest = Guest::new();
     guest.put_code(&[0x8B, 0x02]);
     let mut cpu = FakeCpu::long_mode();
@@ -395,19 +401,20 @@ fn large_pages_and_paging_off() {
     // 32-bit code without paging: mov eax, [0xFED40034]; EIP wraps.
     let mut cpu = FakeCpu::long_mode();
     cpu.mode = CpuMode::Protected32;
-    cpu.paging = PagingRegisters { cr0: 1, ..PagingRegisters::default() };
+    cpu.paging = GuestPaging { cr0: 1, cr3: 0, cr4: 0, efer: 0 };
     cpu.rip = 0x20_0000;
     guest.put_code(&[0x8B, 0x05, 0x34, 0x00, 0xD4, 0xFE]);
     run(&guest, &mut cpu, CRB_BASE + 0x34, &mut device).unwrap();
     assert_eq!(device.reads, [(0x30, 4), (0x34, 4)]);
     assert_eq!(cpu.rip, 0x20_0006);
-    // 32-bit PAE paging is not walked.
-    cpu.paging = PagingRegisters { cr0: CR0_PG | 1, cr3: PML4, cr4: CR4_PAE, efer: 0 };
+    // 32-bit PAE paging: the same tables from the PDPT; mov eax, [edx].
+    cpu.paging = GuestPaging { cr0: CR0_PG | 1, cr3: PDPT, cr4: CR4_PAE, efer: 0 };
     cpu.rip = CODE;
-    assert_eq!(
-        run(&guest, &mut cpu, CRB_BASE + 0x34, &mut device),
-        Err(MmioError::UnsupportedPaging)
-    );
+    cpu.registers[2] = DEVICE + 0x38;
+    guest.put_code(&[0x8B, 0x02]);
+    run(&guest, &mut cpu, CRB_BASE + 0x38, &mut device).unwrap();
+    assert_eq!(device.reads, [(0x30, 4), (0x34, 4), (0x38, 4)]);
+    assert_eq!(cpu.rip, CODE + 2);
 }
 
 #[test]
