@@ -41,7 +41,7 @@ use crate::guest_mem::{self, GuestLayout, GuestMemory};
 use crate::mm::paging::{phys_to_virt, virt_to_phys};
 use crate::mm::{FRAMES, with_kernel_tables};
 use crate::svm::acpi_power;
-use crate::svm::decode::{self, GuestPaging, GuestPhysRead, Intercepted};
+use crate::svm::decode::{self, AccessKind, GuestPaging, GuestPhysRead, Intercepted, PageAccess};
 use crate::svm::fpu::{XSTATE_MANAGED, XsaveArea};
 use crate::svm::fw_cfg::{self, FwCfgDevice, FwCfgFilter};
 use crate::svm::ghcb::{GhcbState, VmgexitAction};
@@ -619,6 +619,7 @@ fn string_io(
 ) -> Result<bool, GuestStop> {
     let save = &cpu.vmcb.save;
     let paging = GuestPaging { cr0: save.cr0, cr3: save.cr3, cr4: save.cr4, efer: save.efer };
+    let user = save.cpl == 3;
     let long_mode = save.efer & EFER_LMA != 0 && save.cs.attrib & CS_LONG != 0;
     let address_mask = match info.address_size {
         16 => 0xFFFF,
@@ -641,11 +642,11 @@ fn string_io(
         let linear = base.wrapping_add(index & address_mask);
         if input {
             let mut value = filter.port_in(info.port, info.size, device).to_le_bytes();
-            copy_linear(memory, &paging, linear, &mut value[..width], true)
+            copy_linear(memory, &paging, user, linear, &mut value[..width], true)
                 .ok_or_else(|| string_stop(cpu))?;
         } else {
             let mut value = [0u8; 4];
-            copy_linear(memory, &paging, linear, &mut value[..width], false)
+            copy_linear(memory, &paging, user, linear, &mut value[..width], false)
                 .ok_or_else(|| string_stop(cpu))?;
             filter.port_out(info.port, info.size, u32::from_le_bytes(value), device, memory);
         }
@@ -668,17 +669,22 @@ fn string_io(
 }
 
 /// Copies between `bytes` and guest linear address `linear` (`to_guest`:
-/// into guest memory), byte by byte through the guest's page tables and the
-/// checked guest memory.
+/// into guest memory), byte by byte through the guest's page tables (with
+/// their permission checks for the guest's CPL) and the checked guest
+/// memory.
 fn copy_linear(
     memory: &dyn GuestMemory,
     paging: &GuestPaging,
+    user: bool,
     linear: u64,
     bytes: &mut [u8],
     to_guest: bool,
 ) -> Option<()> {
+    let kind = if to_guest { AccessKind::Write } else { AccessKind::Read };
+    let access = PageAccess { kind, user };
     for (i, byte) in bytes.iter_mut().enumerate() {
-        let gpa = paging.translate(linear.wrapping_add(i as u64), &GuestCodeRam).ok()?;
+        let gpa =
+            paging.translate_for(linear.wrapping_add(i as u64), access, &GuestCodeRam).ok()?;
         let done = if to_guest {
             memory.write(gpa, core::slice::from_ref(byte))
         } else {
