@@ -134,3 +134,53 @@ impl Platform for FakePlatform {
         self.rmp.lock().rmpadjust(gpa, size, attributes)
     }
 }
+
+/// A stopped vCPU for the MMIO emulator: plain fields, FS the only segment
+/// with a base.
+#[derive(Clone, Debug)]
+pub struct FakeGuestCpu {
+    /// RAX ... R15.
+    pub registers: [u64; 16],
+    /// RIP.
+    pub rip: u64,
+    /// RFLAGS.
+    pub rflags: u64,
+    /// The code size.
+    pub mode: crate::crb::decode::CpuMode,
+    /// The privilege level.
+    pub cpl: u8,
+    /// CR0, CR3, CR4, EFER.
+    pub paging: crate::svm::decode::GuestPaging,
+    /// FS's base.
+    pub fs_base: u64,
+}
+
+impl crate::crb::mmio::GuestCpu for FakeGuestCpu {
+    fn register(&self, number: u8) -> u64 {
+        self.registers[usize::from(number)]
+    }
+    fn set_register(&mut self, number: u8, value: u64) {
+        self.registers[usize::from(number)] = value;
+    }
+    fn rip(&self) -> u64 {
+        self.rip
+    }
+    fn set_rip(&mut self, rip: u64) {
+        self.rip = rip;
+    }
+    fn rflags(&self) -> u64 {
+        self.rflags
+    }
+    fn mode(&self) -> crate::crb::decode::CpuMode {
+        self.mode
+    }
+    fn cpl(&self) -> u8 {
+        self.cpl
+    }
+    fn paging(&self) -> crate::svm::decode::GuestPaging {
+        self.paging
+    }
+    fn segment_base(&self, segment: crate::crb::decode::Segment) -> u64 {
+        if segment == crate::crb::decode::Segment::Fs { self.fs_base } else { 0 }
+    }
+}

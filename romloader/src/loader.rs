@@ -232,6 +232,7 @@ fn write_memory_map<M: GuestMemory>(
 mod tests {
     use super::*;
     use crate::fw_cfg::fake::FakeFwCfg;
+    use crate::table::tests::stage2_context;
     use crate::table::{LOADER_SIZE, RomBuilder};
     use abi::boot::{MemoryRange, parse_memory_map};
 
@@ -260,24 +261,8 @@ mod tests {
         }
     }
 
-    fn context() -> StartContext {
-        StartContext {
-            rsp: 0x11_0000,
-            rip: 0x11_0000,
-            rflags: 2,
-            cr0: 0x31,
-            code_selector: 0x08,
-            code_attributes: 0xc09b,
-            code_limit: 0xFFFF_FFFF,
-            data_selector: 0x10,
-            data_attributes: 0xc093,
-            data_limit: 0xFFFF_FFFF,
-            ..Default::default()
-        }
-    }
-
     fn rom(builder: &RomBuilder) -> Vec<u8> {
-        builder.finish(context(), &vec![0xf4; LOADER_SIZE as usize]).unwrap()
+        builder.finish(stage2_context(), &vec![0xf4; LOADER_SIZE as usize]).unwrap()
     }
 
     fn qemu_512m(cpus: u16) -> FakeFwCfg {
@@ -304,7 +289,7 @@ mod tests {
         assert_eq!(report.cpu_count, 3);
         assert_eq!(report.bytes_copied, 0x1000);
         assert_eq!(report.ram_bytes, 0x2000_0000);
-        assert_eq!(report.start, context());
+        assert_eq!(report.start, stage2_context());
         assert!(memory.read(0x10_0000, 0x1000).iter().all(|&b| b == 0x5A));
         assert_eq!(memory.read(0x10_3000, 8), [3, 0, 0, 0, 0, 0, 0, 0]);
         // The memory map is what the SVSM's own parser reads back.

@@ -565,7 +565,7 @@ mod builder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The start context the xtask writes for stage2.

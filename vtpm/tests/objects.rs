@@ -231,16 +231,8 @@ fn ecdaa_commit_and_sign_satisfy_the_signature_equation() {
     let q = point(&public[public.len() - 66..public.len() - 34], &public[public.len() - 32..]);
     // Sign(digest, ECDAA sha256 count) with a NULL-hierarchy hash ticket.
     let digest = [0x42u8; 32];
-    let mut rest = pw_auth(b"");
-    rest.extend_from_slice(&tpm2b(&digest));
-    rest.extend_from_slice(&hex("001a 000b"));
-    rest.extend_from_slice(&count.to_be_bytes());
-    rest.extend_from_slice(&hex("8024 40000007 0000"));
-    let sign = cmd(0x8002, 0x15D, &[key], &rest);
-    let rsp = tpm.execute(C, 0, &sign);
-    assert_eq!(rc(&rsp), 0, "{rsp:02x?}");
+    let (sign, rsp) = ecdaa_sign(&mut tpm, key, count, &digest);
     let sig = &rsp[14..];
-    assert_eq!(sig[..4], hex("001a 000b")[..]);
     let nonce_k = &sig[6..38];
     let s = &sig[40..72];
     // [s]G == E + [H(nonceK || digest)]Q.
@@ -253,6 +245,22 @@ fn ecdaa_commit_and_sign_satisfy_the_signature_equation() {
     assert_eq!(lhs, rhs);
     // A commit is used once.
     assert_eq!(rc(&tpm.execute(C, 0, &sign)), 0x2C4);
+}
+
+/// Sign(`digest`, ECDAA SHA-256 with commit `count`) by `key`, with a
+/// NULL-hierarchy hash ticket; returns the command (to replay) and the
+/// response, checked to succeed with an ECDAA signature.
+fn ecdaa_sign(tpm: &mut vtpm::Tpm, key: u32, count: u16, digest: &[u8; 32]) -> (Vec<u8>, Vec<u8>) {
+    let mut rest = pw_auth(b"");
+    rest.extend_from_slice(&tpm2b(digest));
+    rest.extend_from_slice(&hex("001a 000b"));
+    rest.extend_from_slice(&count.to_be_bytes());
+    rest.extend_from_slice(&hex("8024 40000007 0000"));
+    let sign = cmd(0x8002, 0x15D, &[key], &rest);
+    let rsp = tpm.execute(C, 0, &sign);
+    assert_eq!(rc(&rsp), 0, "{rsp:02x?}");
+    assert_eq!(rsp[14..18], hex("001a 000b")[..]);
+    (sign, rsp)
 }
 
 /// An ECDAA signing key template on BN_P256 (as tss-esapi's create_ak_2 makes one).
@@ -311,16 +319,8 @@ fn bn_p256_ecdaa_signature_reveals_the_commit_with_the_key() {
     let count = u16::from_be_bytes([p[74], p[75]]);
     // Sign(digest, ECDAA sha256 count), no ticket needed (unrestricted key).
     let digest = [0x5au8; 32];
-    let mut rest = pw_auth(b"");
-    rest.extend_from_slice(&tpm2b(&digest));
-    rest.extend_from_slice(&hex("001a 000b"));
-    rest.extend_from_slice(&count.to_be_bytes());
-    rest.extend_from_slice(&hex("8024 40000007 0000"));
-    let sign = cmd(0x8002, 0x15D, &[key], &rest);
-    let rsp = tpm.execute(C, 0, &sign);
-    assert_eq!(rc(&rsp), 0, "{rsp:02x?}");
+    let (sign, rsp) = ecdaa_sign(&mut tpm, key, count, &digest);
     let sig = &rsp[14..];
-    assert_eq!(sig[..4], hex("001a 000b")[..]);
     let nonce_k = &sig[6..38];
     let s = U256::from_be_slice(&sig[40..72]);
     // s = r + t d mod n with t = H(nonceK || digest): r = s - t d must give E = [r]G.

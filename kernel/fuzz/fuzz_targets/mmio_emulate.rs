@@ -24,10 +24,10 @@ use std::cell::RefCell;
 use abi::boot::MemoryRange;
 use arbitrary::Arbitrary;
 use iced_x86::{Decoder, DecoderOptions};
-use kernel::crb::decode::{Access, CpuMode, Segment, decode};
-use kernel::crb::mmio::{DeviceWindow, GuestCpu, GuestPaging, MmioDevice, emulate};
+use kernel::crb::decode::{Access, CpuMode, decode};
+use kernel::crb::mmio::{DeviceWindow, GuestPaging, MmioDevice, emulate};
 use kernel::guest_mem::{CheckedGuestMemory, Fault, GuestLayout, OwnedPages, RawGuestMemory};
-use kernel::host_doubles::FakeGuestRam;
+use kernel::host_doubles::{FakeGuestCpu, FakeGuestRam};
 use libfuzzer_sys::fuzz_target;
 
 const RAM_SIZE: u64 = 0x40_0000;
@@ -68,50 +68,6 @@ struct Input {
     /// Per PT entry: flags to clear (writable, user) and whether present.
     entry_tweaks: [u8; 8],
     fault_page: u8,
-}
-
-struct Cpu {
-    registers: [u64; 16],
-    rip: u64,
-    rflags: u64,
-    mode: CpuMode,
-    cpl: u8,
-    fs_base: u64,
-}
-
-impl GuestCpu for Cpu {
-    fn register(&self, number: u8) -> u64 {
-        self.registers[usize::from(number)]
-    }
-    fn set_register(&mut self, number: u8, value: u64) {
-        self.registers[usize::from(number)] = value;
-    }
-    fn rip(&self) -> u64 {
-        self.rip
-    }
-    fn set_rip(&mut self, rip: u64) {
-        self.rip = rip;
-    }
-    fn rflags(&self) -> u64 {
-        self.rflags
-    }
-    fn mode(&self) -> CpuMode {
-        self.mode
-    }
-    fn cpl(&self) -> u8 {
-        self.cpl
-    }
-    fn paging(&self) -> GuestPaging {
-        GuestPaging {
-            cr0: (1 << 31) | (1 << 16) | 1,
-            cr3: PML4,
-            cr4: 1 << 5,
-            efer: (1 << 10) | (1 << 8) | (1 << 11),
-        }
-    }
-    fn segment_base(&self, segment: Segment) -> u64 {
-        if segment == Segment::Fs { self.fs_base } else { 0 }
-    }
 }
 
 /// Guest RAM that fails the run on any access inside SVSM memory or outside RAM.
@@ -206,12 +162,19 @@ fuzz_target!(|input: Input| {
         }
     }
     let rip = LINEAR_BASE + 0x1000 - 16 + u64::from(input.code_offset % 32);
-    let mut cpu = Cpu {
+    let mut cpu = FakeGuestCpu {
         registers,
         rip,
         rflags: if input.rflags_df { 0x402 } else { 0x2 },
         mode,
         cpl: if input.cpl3 { 3 } else { 0 },
+        // Long mode with CR0.WP and EFER.NXE on the target's tables.
+        paging: GuestPaging {
+            cr0: (1 << 31) | (1 << 16) | 1,
+            cr3: PML4,
+            cr4: 1 << 5,
+            efer: (1 << 10) | (1 << 8) | (1 << 11),
+        },
         fs_base: input.fs_base,
     };
     let before = cpu.registers;

@@ -6,7 +6,7 @@ use abi::boot::MemoryRange;
 use super::*;
 use crate::crb::device::{CRB_BASE, CRB_SIZE, CTRL_START, CrbDevice, DATA_BUFFER, LOC_CTRL};
 use crate::guest_mem::{CheckedGuestMemory, GuestLayout, OwnedPages, RawGuestMemory};
-use crate::host_doubles::FakeGuestRam;
+use crate::host_doubles::{FakeGuestCpu, FakeGuestRam};
 use crate::vtpm::tests::{service, startup};
 
 const RAM_SIZE: u64 = 0x100_0000;
@@ -76,63 +76,21 @@ impl Guest {
     }
 }
 
-#[derive(Clone)]
-struct FakeCpu {
-    registers: [u64; 16],
-    rip: u64,
-    rflags: u64,
-    mode: CpuMode,
-    cpl: u8,
-    paging: GuestPaging,
-    fs_base: u64,
-}
-
-impl FakeCpu {
-    fn long_mode() -> FakeCpu {
-        FakeCpu {
-            registers: [0; 16],
-            rip: CODE,
-            rflags: 0x2,
-            mode: CpuMode::Long64,
-            cpl: 0,
-            paging: GuestPaging {
-                cr0: CR0_PG | CR0_WP | 1,
-                cr3: PML4,
-                cr4: CR4_PAE,
-                efer: EFER_LMA | (1 << 8) | EFER_NXE,
-            },
-            fs_base: 0,
-        }
-    }
-}
-
-impl GuestCpu for FakeCpu {
-    fn register(&self, number: u8) -> u64 {
-        self.registers[usize::from(number)]
-    }
-    fn set_register(&mut self, number: u8, value: u64) {
-        self.registers[usize::from(number)] = value;
-    }
-    fn rip(&self) -> u64 {
-        self.rip
-    }
-    fn set_rip(&mut self, rip: u64) {
-        self.rip = rip;
-    }
-    fn rflags(&self) -> u64 {
-        self.rflags
-    }
-    fn mode(&self) -> CpuMode {
-        self.mode
-    }
-    fn cpl(&self) -> u8 {
-        self.cpl
-    }
-    fn paging(&self) -> GuestPaging {
-        self.paging
-    }
-    fn segment_base(&self, segment: Segment) -> u64 {
-        if segment == Segment::Fs { self.fs_base } else { 0 }
+/// A 64-bit vCPU at CPL 0 on the test's tables, with CR0.WP and EFER.NXE.
+fn long_mode_cpu() -> FakeGuestCpu {
+    FakeGuestCpu {
+        registers: [0; 16],
+        rip: CODE,
+        rflags: 0x2,
+        mode: CpuMode::Long64,
+        cpl: 0,
+        paging: GuestPaging {
+            cr0: CR0_PG | CR0_WP | 1,
+            cr3: PML4,
+            cr4: CR4_PAE,
+            efer: EFER_LMA | (1 << 8) | EFER_NXE,
+        },
+        fs_base: 0,
     }
 }
 
@@ -156,7 +114,7 @@ impl MmioDevice for Recorder {
 
 fn run(
     guest: &Guest,
-    cpu: &mut FakeCpu,
+    cpu: &mut FakeGuestCpu,
     fault: u64,
     device: &mut Recorder,
 ) -> Result<Instruction, MmioError> {
@@ -168,7 +126,7 @@ fn run(
 fn load_zero_extends_32_bit_destinations_and_advances_rip() {
     let guest = Guest::new();
     guest.put_code(&[0x8B, 0x02]); // mov eax, [rdx]
-    let mut cpu = FakeCpu::long_mode();
+    let mut cpu = long_mode_cpu();
     cpu.registers[0] = u64::MAX;
     cpu.registers[2] = DEVICE + 0x44;
     let mut device = Recorder::default();
@@ -186,7 +144,7 @@ fn rip_relative_store() {
     let mut code = vec![0x89, 0x0D];
     code.extend_from_slice(&disp.to_le_bytes());
     guest.put_code(&code);
-    let mut cpu = FakeCpu::long_mode();
+    let mut cpu = long_mode_cpu();
     cpu.registers[1] = 0xFFFF_FFFF_0000_0001;
     let mut device = Recorder::default();
     run(&guest, &mut cpu, CRB_BASE + 0x4C, &mut device).unwrap();
@@ -200,20 +158,20 @@ fn byte_loads_merge_and_extensions_extend() {
     let mut device = Recorder::default();
     // mov ah, [rbx]
     guest.put_code(&[0x8A, 0x23]);
-    let mut cpu = FakeCpu::long_mode();
+    let mut cpu = long_mode_cpu();
     cpu.registers[0] = 0x1111_2222_3333_4444;
     cpu.registers[3] = DEVICE + 0x80;
     run(&guest, &mut cpu, CRB_BASE + 0x80, &mut device).unwrap();
     assert_eq!(cpu.registers[0], 0x1111_2222_3333_9144, "0x11 + 0x80 into AH");
     // movsx rax, byte [rbx]: 0x91 sign-extends.
     guest.put_code(&[0x48, 0x0F, 0xBE, 0x03]);
-    let mut cpu = FakeCpu::long_mode();
+    let mut cpu = long_mode_cpu();
     cpu.registers[3] = DEVICE + 0x80;
     run(&guest, &mut cpu, CRB_BASE + 0x80, &mut device).unwrap();
     assert_eq!(cpu.registers[0], 0xFFFF_FFFF_FFFF_FF91);
     // movzx cx, byte [rbx]: 16-bit destination keeps the upper bits.
     guest.put_code(&[0x66, 0x0F, 0xB6, 0x0B]);
-    let mut cpu = FakeCpu::long_mode();
+    let mut cpu = long_mode_cpu();
     cpu.registers[1] = 0xAAAA_AAAA_AAAA_AAAA;
     cpu.registers[3] = DEVICE + 0x80;
     run(&guest, &mut cpu, CRB_BASE + 0x80, &mut device).unwrap();
@@ -227,12 +185,12 @@ fn immediate_stores_and_fs_override() {
     let mut device = Recorder::default();
     // mov byte [rdi], 0x7f
     guest.put_code(&[0xC6, 0x07, 0x7F]);
-    let mut cpu = FakeCpu::long_mode();
+    let mut cpu = long_mode_cpu();
     cpu.registers[7] = DEVICE + 0x48;
     run(&guest, &mut cpu, CRB_BASE + 0x48, &mut device).unwrap();
     // mov dword fs:[rbx], 1 (fs base = DEVICE)
     guest.put_code(&[0x64, 0xC7, 0x03, 0x01, 0, 0, 0]);
-    let mut cpu = FakeCpu::long_mode();
+    let mut cpu = long_mode_cpu();
     cpu.fs_base = DEVICE;
     cpu.registers[3] = 0x40;
     run(&guest, &mut cpu, CRB_BASE + 0x40, &mut device).unwrap();
@@ -244,7 +202,7 @@ fn rep_movsd_from_ram_into_the_device() {
     let guest = Guest::new();
     guest.put_code(&[0xF3, 0xA5]);
     guest.ram.write(0x20_1000, &[1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0]).unwrap();
-    let mut cpu = FakeCpu::long_mode();
+    let mut cpu = long_mode_cpu();
     cpu.registers[1] = 3;
     cpu.registers[6] = DATA;
     cpu.registers[7] = DEVICE + 0x80;
@@ -262,7 +220,7 @@ fn rep_movsd_from_ram_into_the_device() {
 fn movsb_backwards_from_the_device_into_ram() {
     let guest = Guest::new();
     guest.put_code(&[0xF3, 0xA4]);
-    let mut cpu = FakeCpu::long_mode();
+    let mut cpu = long_mode_cpu();
     cpu.rflags |= RFLAGS_DF;
     cpu.registers[1] = 2;
     cpu.registers[6] = DEVICE + 0x81;
@@ -280,7 +238,7 @@ fn movsb_backwards_from_the_device_into_ram() {
 fn long_rep_movs_stops_after_its_budget_without_advancing_rip() {
     let guest = Guest::new();
     guest.put_code(&[0xF3, 0xA4]); // rep movsb: the whole device page into RAM, and more
-    let mut cpu = FakeCpu::long_mode();
+    let mut cpu = long_mode_cpu();
     cpu.registers[1] = MOVS_ELEMENTS_PER_EXIT + 10;
     cpu.registers[6] = DEVICE;
     cpu.registers[7] = DATA;
@@ -297,7 +255,7 @@ fn long_rep_movs_stops_after_its_budget_without_advancing_rip() {
 fn movs_with_32_bit_addresses_wraps_and_zero_extends() {
     let guest = Guest::new();
     guest.put_code(&[0x67, 0xA5]); // movsd with ESI/EDI
-    let mut cpu = FakeCpu::long_mode();
+    let mut cpu = long_mode_cpu();
     cpu.registers[6] = 0xFFFF_FFFF_0000_0000 | DATA;
     cpu.registers[7] = 0xFFFF_FFFF_0000_0000 | (DEVICE + 0x80);
     let mut device = Recorder::default();
@@ -311,7 +269,7 @@ fn movs_with_32_bit_addresses_wraps_and_zero_extends() {
 fn operand_elsewhere_than_the_faulting_page_is_refused() {
     let guest = Guest::new();
     guest.put_code(&[0x8B, 0x02]);
-    let mut cpu = FakeCpu::long_mode();
+    let mut cpu = long_mode_cpu();
     cpu.registers[2] = DATA;
     let mut device = Recorder::default();
     let error = run(&guest, &mut cpu, CRB_BASE, &mut device);
@@ -331,7 +289,7 @@ fn operand_elsewhere_than_the_faulting_page_is_refused() {
 fn movs_cannot_reach_svsm_memory() {
     let guest = Guest::new();
     guest.put_code(&[0xA5]); // movsd from the device into SVSM memory
-    let mut cpu = FakeCpu::long_mode();
+    let mut cpu = long_mode_cpu();
     cpu.registers[6] = DEVICE + 0x80;
     cpu.registers[7] = SVSM_ALIAS;
     let mut device = Recorder::default();
@@ -353,7 +311,7 @@ fn movs_cannot_reach_svsm_memory() {
 fn page_tables_in_svsm_memory_are_refused() {
     let guest = Guest::new();
     guest.put_code(&[0x8B, 0x02]);
-    let mut cpu = FakeCpu::long_mode();
+    let mut cpu = long_mode_cpu();
     cpu.paging.cr3 = SVSM.base;
     let mut device = Recorder::default();
     assert_eq!(
@@ -368,14 +326,14 @@ fn page_permissions_are_checked() {
     let mut device = Recorder::default();
     // movsb into a read-only page with CR0.WP.
     guest.put_code(&[0xA4]);
-    let mut cpu = FakeCpu::long_mode();
+    let mut cpu = long_mode_cpu();
     cpu.registers[6] = DEVICE;
     cpu.registers[7] = READ_ONLY;
     let fault = MmioError::PageFault { linear: READ_ONLY, kind: AccessKind::Write };
     assert_eq!(run(&guest, &mut cpu, CRB_BASE, &mut device), Err(fault));
     // User mode touching a supervisor page.
     guest.put_code(&[0x8B, 0x02]);
-    let mut cpu = FakeCpu::long_mode();
+    let mut cpu = long_mode_cpu();
     cpu.cpl = 3;
     cpu.registers[2] = SUPERVISOR;
     let fault = MmioError::PageFault { linear: SUPERVISOR, kind: AccessKind::Read };
@@ -384,7 +342,7 @@ fn page_permissions_are_checked() {
     cpu.registers[2] = DEVICE;
     assert!(run(&guest, &mut cpu, CRB_BASE, &mut device).is_ok());
     // Code that is not mapped.
-    let mut cpu = FakeCpu::long_mode();
+    let mut cpu = long_mode_cpu();
     cpu.rip = UNMAPPED;
     let fault = MmioError::PageFault { linear: UNMAPPED, kind: AccessKind::Fetch };
     assert_eq!(run(&guest, &mut cpu, CRB_BASE, &mut device), Err(fault));
@@ -394,12 +352,12 @@ fn page_permissions_are_checked() {
 fn large_pages_paging_off_and_pae() {
     let guest = Guest::new();
     guest.put_code(&[0x8B, 0x02]);
-    let mut cpu = FakeCpu::long_mode();
+    let mut cpu = long_mode_cpu();
     cpu.registers[2] = LARGE + (CRB_BASE - 0xFEC0_0000) + 0x30;
     let mut device = Recorder::default();
     run(&guest, &mut cpu, CRB_BASE + 0x30, &mut device).unwrap();
     // 32-bit code without paging: mov eax, [0xFED40034]; EIP wraps.
-    let mut cpu = FakeCpu::long_mode();
+    let mut cpu = long_mode_cpu();
     cpu.mode = CpuMode::Protected32;
     cpu.paging = GuestPaging { cr0: 1, cr3: 0, cr4: 0, efer: 0 };
     cpu.rip = 0x20_0000;
@@ -423,7 +381,7 @@ fn instructions_may_cross_into_the_next_page() {
     // 8B 02 split over CODE's last byte and DATA's first.
     guest.ram.write(0x20_0FFF, &[0x8B]).unwrap();
     guest.ram.write(0x20_1000, &[0x02]).unwrap();
-    let mut cpu = FakeCpu::long_mode();
+    let mut cpu = long_mode_cpu();
     cpu.rip = CODE + 0xFFF;
     cpu.registers[2] = DEVICE;
     let mut device = Recorder::default();
@@ -435,7 +393,7 @@ fn instructions_may_cross_into_the_next_page() {
 fn unknown_instructions_are_reported() {
     let guest = Guest::new();
     guest.put_code(&[0x01, 0x02]); // add [rdx], eax
-    let mut cpu = FakeCpu::long_mode();
+    let mut cpu = long_mode_cpu();
     let mut device = Recorder::default();
     assert_eq!(
         run(&guest, &mut cpu, CRB_BASE, &mut device),
@@ -450,13 +408,13 @@ fn a_tpm_command_through_emulated_instructions() {
     let guest = Guest::new();
     let mut crb = CrbDevice::new(service());
     let memory = guest.memory();
-    let mut emulate_at = |cpu: &mut FakeCpu, code: &[u8], fault: u64| {
+    let mut emulate_at = |cpu: &mut FakeGuestCpu, code: &[u8], fault: u64| {
         guest.put_code(code);
         cpu.rip = CODE;
         let mut window = DeviceWindow { base: CRB_BASE, size: CRB_SIZE, device: &mut crb };
         emulate(cpu, &memory, fault, &mut window).unwrap();
     };
-    let mut cpu = FakeCpu::long_mode();
+    let mut cpu = long_mode_cpu();
     // mov dword [rdi], 1: request locality 0.
     cpu.registers[7] = DEVICE + LOC_CTRL;
     emulate_at(&mut cpu, &[0xC7, 0x07, 1, 0, 0, 0], CRB_BASE + LOC_CTRL);
