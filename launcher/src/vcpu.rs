@@ -9,6 +9,7 @@
 use std::fmt;
 use std::io::Write;
 
+use abi::ghcb::{GhcbField, MsrDecodeError, MsrRequest, TerminationReason};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use thiserror::Error;
 
@@ -259,47 +260,40 @@ pub struct Termination {
     /// The GHCB MSR value KVM reported (data[0]).
     pub ghcb_msr: Option<u64>,
     /// Reason set and code, when they could be decoded.
-    pub reason: Option<(u8, u8)>,
+    pub reason: Option<TerminationReason>,
 }
 
 impl Termination {
-    /// Decodes KVM's SEV_TERM data: an MSR-protocol request (0x100 with the
-    /// reason set in bits 15:12 and the code in 23:16), or the GPA of a GHCB
-    /// whose SW_EXITINFO1 holds the set in bits 3:0 and the code in 11:4.
+    /// Decodes KVM's SEV_TERM data: an MSR-protocol termination request
+    /// (0x100 with the reason set in bits 15:12 and the code in 23:16), or
+    /// the GPA of a GHCB whose SW_EXITINFO1 holds the set in bits 3:0 and the
+    /// code in 11:4. The layouts and the codes' meanings are `abi::ghcb`'s.
     pub fn decode(data: &[u64], memory: Option<&GuestMemory>) -> Self {
         let ghcb_msr = data.first().copied();
-        let reason = ghcb_msr.and_then(|v| match v & 0xfff {
-            0x100 => Some((((v >> 12) & 0xf) as u8, ((v >> 16) & 0xff) as u8)),
-            0 => {
-                let info = memory?.slice(v + 0x398, 8).ok()?;
+        let reason = ghcb_msr.and_then(|v| match MsrRequest::decode(v) {
+            Ok(MsrRequest::Terminate(reason)) => Some(reason),
+            Err(MsrDecodeError::GhcbGpa(gpa)) => {
+                let offset = GhcbField::SwExitInfo1.offset() as u64;
+                let info = memory?.slice(gpa.checked_add(offset)?, 8).ok()?;
                 let info = u64::from_le_bytes(info.try_into().ok()?);
-                Some(((info & 0xf) as u8, ((info >> 4) & 0xff) as u8))
+                Some(TerminationReason::from_exit_info1(info))
             }
             _ => None,
         });
         Termination { ghcb_msr, reason }
-    }
-
-    fn meaning(set: u8, code: u8) -> &'static str {
-        match (set, code) {
-            (0, 0) => "general termination",
-            (0, 1) => "GHCB protocol version not supported",
-            (0, 2) => "SEV-SNP not supported or feature mismatch",
-            (1, 0) => "GHCB registration failed",
-            (1, 1) => "page-state change failed",
-            (1, 2) => "PVALIDATE failed",
-            (1, 3) => "not running at VMPL0",
-            _ => "no standard meaning",
-        }
     }
 }
 
 impl fmt::Display for Termination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.reason, self.ghcb_msr) {
-            (Some((set, code)), _) => {
-                write!(f, "reason set {set}, code {code} ({})", Self::meaning(set, code))
-            }
+            (Some(reason), _) => write!(
+                f,
+                "reason set {}, code {:#x} ({})",
+                reason.set,
+                reason.code,
+                reason.meaning()
+            ),
             (None, Some(v)) => write!(f, "undecoded GHCB value {v:#x}"),
             (None, None) => {
                 f.write_str("no reason given (KVM ended the guest, e.g. after a triple fault)")
@@ -753,14 +747,14 @@ mod tests {
 
     #[test]
     fn sev_termination_reasons_are_decoded() {
-        // MSR protocol: set 1, code 2 (PVALIDATE failed).
+        // MSR protocol: set 1, code 2 (Linux: PVALIDATE failed).
         let (ending, _, _) = run(vec![Step::SystemEvent(6, vec![0x0002_1100])]);
         let ending = ending.unwrap();
         assert_eq!(
             ending,
             Ending::SnpTermination(Termination {
                 ghcb_msr: Some(0x0002_1100),
-                reason: Some((1, 2))
+                reason: Some(TerminationReason { set: 1, code: 2 })
             })
         );
         assert!(ending.to_string().contains("PVALIDATE failed"));
@@ -773,17 +767,56 @@ mod tests {
     }
 
     #[test]
+    fn the_svsm_s_own_reason_set_is_named() {
+        // What stage2 sends when it cannot load the kernel: set 3, code 0x24,
+        // built by the same abi type the SVSM uses.
+        let msr = TerminationReason::SVSM_STAGE2_FAILED.msr_request();
+        assert_eq!(msr, 0x0024_3100);
+        let t = Termination::decode(&[msr], None);
+        assert_eq!(t.reason, Some(TerminationReason::SVSM_STAGE2_FAILED));
+        assert_eq!(
+            t.to_string(),
+            "reason set 3, code 0x24 (SVSM: stage2 could not validate or load the kernel)"
+        );
+        let t = Termination::decode(&[TerminationReason::SVSM_NOT_VMPL0.msr_request()], None);
+        assert!(t.to_string().contains("SVSM: not running at VMPL0"), "{t}");
+    }
+
+    #[test]
+    fn a_standard_reason_and_an_unknown_one() {
+        // Set 0, code 2: the GHCB specification's general set.
+        let t = Termination::decode(&[0x0002_0100], None);
+        assert_eq!(t.reason, Some(TerminationReason::SNP_UNSUPPORTED));
+        assert!(t.to_string().contains("SEV-SNP not supported or feature mismatch"), "{t}");
+        // Set 5, code 0x77: decoded, but no meaning is known.
+        let t = Termination::decode(&[0x0077_5100], None);
+        assert_eq!(t.reason, Some(TerminationReason { set: 5, code: 0x77 }));
+        assert_eq!(t.to_string(), "reason set 5, code 0x77 (no meaning known)");
+        // Another MSR-protocol request is not a termination reason.
+        let t = Termination::decode(&[0x002], None);
+        assert_eq!(t.reason, None);
+        assert!(t.to_string().contains("undecoded GHCB value 0x2"), "{t}");
+    }
+
+    #[test]
     fn ghcb_page_termination_reads_exitinfo1_from_shared_memory() {
         let layout = crate::layout::GuestLayout::new(4 << 20, None).unwrap();
         let mut mem = GuestMemory::new(&layout).unwrap();
-        // SW_EXITINFO1: set 0, code 2.
+        // SW_EXITINFO1 (GHCB offset 0x398): set 0, code 2.
         mem.write(0x5000 + 0x398, &0x20u64.to_le_bytes()).unwrap();
         let t = Termination::decode(&[0x5000], Some(&mem));
-        assert_eq!(t.reason, Some((0, 2)));
+        assert_eq!(t.reason, Some(TerminationReason::SNP_UNSUPPORTED));
+        // The SVSM's set through the page protocol.
+        let info = TerminationReason::SVSM_GHCB_SETUP.exit_info1();
+        mem.write(0x5000 + 0x398, &info.to_le_bytes()).unwrap();
+        let t = Termination::decode(&[0x5000], Some(&mem));
+        assert!(t.to_string().contains("SVSM: GHCB setup failed"), "{t}");
         // A GHCB address outside memory is reported, not dereferenced.
         let t = Termination::decode(&[0xdead_0000_0000], Some(&mem));
         assert_eq!(t.reason, None);
         assert!(t.to_string().contains("undecoded"));
+        let t = Termination::decode(&[!0xfffu64], Some(&mem));
+        assert_eq!(t.reason, None);
     }
 
     #[test]
