@@ -9,7 +9,7 @@ use kvm_bindings::{kvm_cpuid_entry2, kvm_sev_init, kvm_sev_snp_launch_start, kvm
 
 use super::uapi::{self, IdMaterial};
 use super::vmsa::VcpuState;
-use super::{SevError, SnpVm, VmControl};
+use super::{SevError, SnpVm, UpdateError, VmControl};
 use crate::vcpu::scripted::{ScriptedVcpu, Step};
 use crate::vcpu::{KvmError, Vcpu};
 
@@ -237,7 +237,12 @@ impl SnpVm for FakeSnp {
         Ok(())
     }
 
-    fn launch_update(&mut self, gfn: u64, data: &mut [u8], page_type: u8) -> Result<(), SevError> {
+    fn launch_update(
+        &mut self,
+        gfn: u64,
+        data: &mut [u8],
+        page_type: u8,
+    ) -> Result<(), UpdateError> {
         self.record(Call::LaunchUpdate {
             gpa: gfn * 4096,
             len: data.len() as u64,
@@ -251,11 +256,11 @@ impl SnpVm for FakeSnp {
         };
         if page_type == uapi::PAGE_TYPE_CPUID {
             if self.cpuid_always_rejected {
-                return Err(rejected());
+                return Err(rejected().into());
             }
             if let Some(corrected) = self.cpuid_correction.take() {
                 data.copy_from_slice(&corrected);
-                return Err(rejected());
+                return Err(rejected().into());
             }
         }
         self.updates.push((gfn * 4096, page_type, data.to_vec()));

@@ -4,7 +4,8 @@
 //! series' KVM_CREATE_PLANE / KVM_CREATE_VCPU on a plane fd).
 //!
 //! None of this can run without an SNP host; the sequence it is driven by is
-//! tested against [`super::fake::FakeSnp`].
+//! tested against [`super::fake::FakeSnp`], and the LAUNCH_UPDATE
+//! partial-progress loop ([`drive_launch_update`]) against scripted answers.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -12,8 +13,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use kvm_bindings::{
     KVM_MAX_CPUID_ENTRIES, Msrs, kvm_cpuid_entry2, kvm_create_guest_memfd, kvm_debugregs,
     kvm_device_attr, kvm_enable_cap, kvm_memory_attributes, kvm_msr_entry, kvm_sev_cmd,
-    kvm_sev_init, kvm_sev_snp_launch_start, kvm_sregs, kvm_userspace_memory_region2, kvm_xcr,
-    kvm_xcrs,
+    kvm_sev_init, kvm_sev_snp_launch_start, kvm_sev_snp_launch_update, kvm_sregs,
+    kvm_userspace_memory_region2, kvm_xcr, kvm_xcrs,
 };
 use kvm_ioctls::{Kvm, VmFd};
 use vmm_sys_util::ioctl::{ioctl_with_ref, ioctl_with_val};
@@ -21,7 +22,7 @@ use vmm_sys_util::{ioctl_io_nr, ioctl_iow_nr};
 
 use super::uapi::{self, IdMaterial};
 use super::vmsa::{MSR_IA32_PAT, VcpuState};
-use super::{SevError, SnpError, SnpVm, VmControl, planes};
+use super::{SevError, SnpError, SnpVm, UpdateError, VmControl, planes};
 use crate::host;
 use crate::vcpu::{KvmError, KvmVcpu, Vcpu};
 
@@ -30,8 +31,68 @@ ioctl_iow_nr!(KVM_GET_DEVICE_ATTR, KVMIO, 0xe2, kvm_device_attr);
 ioctl_io_nr!(KVM_CREATE_PLANE, KVMIO, planes::KVM_CREATE_PLANE_NR as u32);
 ioctl_io_nr!(KVM_CREATE_VCPU, KVMIO, 0x41);
 
-/// Bounds the retries of a LAUNCH_UPDATE that KVM interrupts (EAGAIN/EINTR).
-const MAX_UPDATE_RETRIES: u32 = 1000;
+/// Bounds the consecutive retries of a LAUNCH_UPDATE that KVM interrupts
+/// (EAGAIN/EINTR) without progress.
+pub const MAX_UPDATE_RETRIES: u32 = 1000;
+
+/// Issues SNP_LAUNCH_UPDATE through `command` until `update.len` is 0.
+///
+/// Per Documentation/virt/kvm/x86/amd-memory-encryption.rst (section
+/// KVM_SEV_SNP_LAUNCH_UPDATE): success need not cover the whole range; KVM
+/// then writes back `gfn_start`, `uaddr` and `len` describing what is left
+/// (len shrinks by the bytes done, gfn_start advances by as many pages,
+/// uaddr by as many bytes; it stays for ZERO pages and in-place
+/// conversion), and the caller calls again. -EAGAIN (and -EINTR) ask for a
+/// retry with the struct as it is: KVM copies it back only on success.
+///
+/// A success that does not advance, or writes back a remainder that does
+/// not follow from whole pages done, is an error rather than a loop; so is
+/// more than [`MAX_UPDATE_RETRIES`] interruptions in a row.
+pub fn drive_launch_update(
+    update: &mut kvm_sev_snp_launch_update,
+    mut command: impl FnMut(&mut kvm_sev_snp_launch_update) -> Result<(), SevError>,
+) -> Result<(), UpdateError> {
+    let mut retries = 0;
+    while update.len > 0 {
+        let before = (update.gfn_start, update.uaddr, update.len);
+        match command(update) {
+            Ok(()) => {
+                let after = (update.gfn_start, update.uaddr, update.len);
+                if after == before {
+                    return Err(UpdateError::NoProgress { gfn: before.0, left: before.2 });
+                }
+                if !is_page_progress(before, after) {
+                    return Err(UpdateError::Inconsistent { before, after });
+                }
+                retries = 0;
+            }
+            Err(e) if e.errno == libc::EAGAIN || e.errno == libc::EINTR => {
+                if retries == MAX_UPDATE_RETRIES {
+                    return Err(UpdateError::Interrupted {
+                        gfn: update.gfn_start,
+                        left: update.len,
+                        retries,
+                        last: e,
+                    });
+                }
+                retries += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Whether `after` (gfn_start, uaddr, len) follows from `before` by one or
+/// more whole pages done.
+fn is_page_progress(before: (u64, u64, u64), after: (u64, u64, u64)) -> bool {
+    const PAGE: u64 = 4096;
+    let Some(done) = before.2.checked_sub(after.2) else { return false };
+    done > 0
+        && done % PAGE == 0
+        && before.0.checked_add(done / PAGE) == Some(after.0)
+        && (after.1 == before.1 || before.1.checked_add(done) == Some(after.1))
+}
 
 /// Reads KVM's supported VMSA features (KVM_X86_SEV_VMSA_FEATURES) from the
 /// /dev/kvm fd; the error is the errno.
@@ -199,29 +260,19 @@ impl SnpVm for KvmSnp {
         self.sev_command("SNP_LAUNCH_START", uapi::KVM_SEV_SNP_LAUNCH_START, &mut start)
     }
 
-    fn launch_update(&mut self, gfn: u64, data: &mut [u8], page_type: u8) -> Result<(), SevError> {
+    fn launch_update(
+        &mut self,
+        gfn: u64,
+        data: &mut [u8],
+        page_type: u8,
+    ) -> Result<(), UpdateError> {
         // KVM reads (and for a rejected CPUID page writes back) `data` via
         // `uaddr`; `data` stays borrowed for the whole loop.
         let mut update =
             uapi::launch_update(gfn, data.as_mut_ptr() as u64, data.len() as u64, page_type);
-        let mut retries = 0;
-        while update.len > 0 {
-            match self.sev_command(
-                "SNP_LAUNCH_UPDATE",
-                uapi::KVM_SEV_SNP_LAUNCH_UPDATE,
-                &mut update,
-            ) {
-                Ok(()) => {}
-                Err(e)
-                    if (e.errno == libc::EAGAIN || e.errno == libc::EINTR)
-                        && retries < MAX_UPDATE_RETRIES =>
-                {
-                    retries += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        drive_launch_update(&mut update, |update| {
+            self.sev_command("SNP_LAUNCH_UPDATE", uapi::KVM_SEV_SNP_LAUNCH_UPDATE, update)
+        })
     }
 
     fn create_vcpu(&mut self) -> Result<(), KvmError> {
@@ -296,5 +347,178 @@ impl SnpVm for KvmSnp {
             source: std::io::Error::other("vCPU 0 was never created"),
         })?;
         Ok((vcpu, &self.control))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: u64 = 0x7f00_0000_0000;
+
+    fn sev_error(errno: i32) -> SevError {
+        SevError { op: "SNP_LAUNCH_UPDATE", errno, fw_error: 0 }
+    }
+
+    /// A KVM that does at most `pages_per_call` pages per success, as
+    /// amd-memory-encryption.rst allows, recording each call's struct.
+    fn partial_kvm(
+        pages_per_call: u64,
+        seen: &mut Vec<(u64, u64, u64)>,
+    ) -> impl FnMut(&mut kvm_sev_snp_launch_update) -> Result<(), SevError> + '_ {
+        move |u| {
+            seen.push((u.gfn_start, u.uaddr, u.len));
+            let done = (u.len / 4096).min(pages_per_call);
+            u.gfn_start += done;
+            u.uaddr += done * 4096;
+            u.len -= done * 4096;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_whole_range_in_one_call_succeeds() {
+        let mut update = uapi::launch_update(0x100, BASE, 0x3000, uapi::PAGE_TYPE_NORMAL);
+        let mut seen = Vec::new();
+        drive_launch_update(&mut update, partial_kvm(u64::MAX, &mut seen)).unwrap();
+        assert_eq!(seen, [(0x100, BASE, 0x3000)]);
+        assert_eq!((update.gfn_start, update.uaddr, update.len), (0x103, BASE + 0x3000, 0));
+    }
+
+    #[test]
+    fn partial_progress_continues_from_the_written_back_remainder() {
+        let mut update = uapi::launch_update(0x100, BASE, 0x5000, uapi::PAGE_TYPE_NORMAL);
+        let mut seen = Vec::new();
+        drive_launch_update(&mut update, partial_kvm(2, &mut seen)).unwrap();
+        assert_eq!(
+            seen,
+            [(0x100, BASE, 0x5000), (0x102, BASE + 0x2000, 0x3000), (0x104, BASE + 0x4000, 0x1000)]
+        );
+        assert_eq!(update.len, 0);
+    }
+
+    #[test]
+    fn a_remainder_with_uaddr_unchanged_is_progress_too() {
+        // ZERO pages and in-place conversion leave uaddr as it was.
+        let mut update = uapi::launch_update(0x10, 0, 0x2000, uapi::PAGE_TYPE_NORMAL);
+        let mut calls = 0;
+        drive_launch_update(&mut update, |u| {
+            calls += 1;
+            u.gfn_start += 1;
+            u.len -= 0x1000;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(calls, 2);
+    }
+
+    #[test]
+    fn eagain_and_eintr_are_retried_with_the_same_struct() {
+        let mut update = uapi::launch_update(0x100, BASE, 0x2000, uapi::PAGE_TYPE_NORMAL);
+        let mut answers =
+            vec![Err(libc::EAGAIN), Err(libc::EINTR), Ok(1), Err(libc::EAGAIN), Ok(1)];
+        answers.reverse();
+        let mut seen = Vec::new();
+        drive_launch_update(&mut update, |u| {
+            seen.push((u.gfn_start, u.len));
+            match answers.pop().expect("no call after the range is done") {
+                Err(errno) => Err(sev_error(errno)),
+                Ok(pages) => {
+                    u.gfn_start += pages;
+                    u.uaddr += pages * 4096;
+                    u.len -= pages * 4096;
+                    Ok(())
+                }
+            }
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            [(0x100, 0x2000), (0x100, 0x2000), (0x100, 0x2000), (0x101, 0x1000), (0x101, 0x1000)]
+        );
+    }
+
+    #[test]
+    fn retries_are_bounded_and_the_bound_restarts_after_progress() {
+        // MAX_UPDATE_RETRIES interruptions, then success: fine.
+        let mut update = uapi::launch_update(0x100, BASE, 0x1000, uapi::PAGE_TYPE_NORMAL);
+        let mut calls = 0u32;
+        drive_launch_update(&mut update, |u| {
+            calls += 1;
+            if calls <= MAX_UPDATE_RETRIES {
+                return Err(sev_error(libc::EAGAIN));
+            }
+            u.gfn_start += 1;
+            u.uaddr += 4096;
+            u.len = 0;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(calls, MAX_UPDATE_RETRIES + 1);
+
+        // One more, and the loop gives up with a clear error.
+        let mut update = uapi::launch_update(0x100, BASE, 0x1000, uapi::PAGE_TYPE_NORMAL);
+        let mut calls = 0u32;
+        let err = drive_launch_update(&mut update, |_| {
+            calls += 1;
+            Err(sev_error(libc::EAGAIN))
+        })
+        .unwrap_err();
+        assert_eq!(calls, MAX_UPDATE_RETRIES + 1);
+        assert!(matches!(err, UpdateError::Interrupted { gfn: 0x100, left: 0x1000, .. }), "{err}");
+        assert!(err.to_string().contains("interrupted 1000 times in a row"), "{err}");
+    }
+
+    #[test]
+    fn success_without_progress_is_an_error_not_a_hang() {
+        let mut update = uapi::launch_update(0x100, BASE, 0x2000, uapi::PAGE_TYPE_CPUID);
+        let mut calls = 0;
+        let err = drive_launch_update(&mut update, |_| {
+            calls += 1;
+            Ok(())
+        })
+        .unwrap_err();
+        assert_eq!(calls, 1);
+        assert_eq!(err, UpdateError::NoProgress { gfn: 0x100, left: 0x2000 });
+        let text = err.to_string();
+        assert!(text.contains("returned success without processing a page"), "{text}");
+        assert!(text.contains("amd-memory-encryption.rst"), "{text}");
+    }
+
+    #[test]
+    fn impossible_remainders_are_refused() {
+        let cases: [fn(&mut kvm_sev_snp_launch_update); 4] = [
+            |u| u.len += 0x1000, // grew
+            |u| u.len -= 0x800,  // not a whole page
+            |u| u.len -= 0x1000, // gfn did not move
+            |u| {
+                // uaddr moved by the wrong amount
+                u.len -= 0x1000;
+                u.gfn_start += 1;
+                u.uaddr += 0x2000;
+            },
+        ];
+        for (i, change) in cases.into_iter().enumerate() {
+            let mut update = uapi::launch_update(0x100, BASE, 0x2000, uapi::PAGE_TYPE_NORMAL);
+            let err = drive_launch_update(&mut update, |u| {
+                change(u);
+                Ok(())
+            })
+            .unwrap_err();
+            assert!(matches!(err, UpdateError::Inconsistent { .. }), "case {i}: {err}");
+            assert!(err.to_string().contains("impossible remainder"), "case {i}: {err}");
+        }
+    }
+
+    #[test]
+    fn other_failures_end_the_loop_with_the_firmware_status() {
+        let mut update = uapi::launch_update(0x100, BASE, 0x1000, uapi::PAGE_TYPE_CPUID);
+        let failure = SevError {
+            op: "SNP_LAUNCH_UPDATE",
+            errno: libc::EIO,
+            fw_error: uapi::SEV_RET_INVALID_PARAM,
+        };
+        let err = drive_launch_update(&mut update, |_| Err(failure.clone())).unwrap_err();
+        assert_eq!(err, UpdateError::Sev(failure));
     }
 }

@@ -48,7 +48,7 @@ pub enum PlanesMode {
 }
 
 /// A failed SEV command, with the firmware status.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
 #[error("{op} failed: {}; firmware status {fw_error:#x} ({})", io::Error::from_raw_os_error(*errno), uapi::firmware_status_name(*fw_error))]
 pub struct SevError {
     /// The command.
@@ -57,6 +57,49 @@ pub struct SevError {
     pub errno: i32,
     /// `kvm_sev_cmd.error`.
     pub fw_error: u32,
+}
+
+/// A failed SNP_LAUNCH_UPDATE of one range.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum UpdateError {
+    /// The command failed.
+    #[error(transparent)]
+    Sev(#[from] SevError),
+    /// KVM answered EAGAIN/EINTR too many times in a row.
+    #[error(
+        "SNP_LAUNCH_UPDATE at GFN {gfn:#x} was interrupted {retries} times in a row ({left:#x} bytes left); the last answer: {last}. Retry the launch; if it persists, the host is starved of memory or a signal keeps arriving"
+    )]
+    Interrupted {
+        /// The first GFN not yet done.
+        gfn: u64,
+        /// Bytes not yet done.
+        left: u64,
+        /// How many retries were made.
+        retries: u32,
+        /// The last failure.
+        last: SevError,
+    },
+    /// KVM reported success but did not advance the range.
+    #[error(
+        "SNP_LAUNCH_UPDATE at GFN {gfn:#x} returned success without processing a page ({left:#x} bytes left); the host KVM breaks its documented contract (on success gfn_start, uaddr and len describe the part not yet done, Documentation/virt/kvm/x86/amd-memory-encryption.rst). Report it with the kernel version (uname -r)"
+    )]
+    NoProgress {
+        /// The first GFN not yet done.
+        gfn: u64,
+        /// Bytes not yet done.
+        left: u64,
+    },
+    /// KVM wrote back a remainder that does not follow from the pages done.
+    #[error(
+        "SNP_LAUNCH_UPDATE wrote back an impossible remainder: before gfn {:#x} uaddr {:#x} len {:#x}, after gfn {:#x} uaddr {:#x} len {:#x} (expected len to shrink by whole pages, gfn to advance by as many pages, uaddr to advance by as many bytes or stay); report it with the kernel version (uname -r)",
+        before.0, before.1, before.2, after.0, after.1, after.2
+    )]
+    Inconsistent {
+        /// gfn_start, uaddr, len before the call.
+        before: (u64, u64, u64),
+        /// The same after it.
+        after: (u64, u64, u64),
+    },
 }
 
 /// Why an SNP launch could not run.
@@ -88,6 +131,9 @@ pub enum SnpError {
     /// An SEV command failed.
     #[error(transparent)]
     Sev(#[from] SevError),
+    /// A LAUNCH_UPDATE failed.
+    #[error(transparent)]
+    Update(#[from] UpdateError),
     /// The VMSA cannot be reproduced by KVM.
     #[error("{0}")]
     Vmsa(String),
@@ -138,7 +184,12 @@ pub trait SnpVm {
     fn launch_start(&mut self, start: &kvm_sev_snp_launch_start) -> Result<(), SevError>;
     /// SNP_LAUNCH_UPDATE of `data` into `gfn..`, until the whole range is
     /// done. For CPUID pages the firmware may rewrite `data`.
-    fn launch_update(&mut self, gfn: u64, data: &mut [u8], page_type: u8) -> Result<(), SevError>;
+    fn launch_update(
+        &mut self,
+        gfn: u64,
+        data: &mut [u8],
+        page_type: u8,
+    ) -> Result<(), UpdateError>;
     /// Creates vCPU 0 and gives it KVM's supported CPUID.
     fn create_vcpu(&mut self) -> Result<(), KvmError>;
     /// KVM's supported CPUID.
@@ -283,7 +334,7 @@ fn update_cpuid(
     cpuid::fill(page, supported).map_err(SnpError::Cpuid)?;
     let ours = page.to_vec();
     match vm.launch_update(gfn, page, uapi::PAGE_TYPE_CPUID) {
-        Err(e) if e.fw_error == uapi::SEV_RET_INVALID_PARAM => {
+        Err(UpdateError::Sev(e)) if e.fw_error == uapi::SEV_RET_INVALID_PARAM => {
             let changes = cpuid::differences(&ours, page);
             log::warn!(
                 "the firmware corrected the CPUID page at GFN {gfn:#x} ({} entries): {}; retrying with its values",
