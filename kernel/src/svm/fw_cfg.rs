@@ -21,13 +21,21 @@
 //! u32 length, u64 address}, big-endian, with control bits error (0), read
 //! (1), skip (2), select (3, key in bits 16-31) and write (4); `etc/e820`
 //! holds little-endian {u64 address, u64 length, u32 type} entries.
+//!
+//! The items the filter serves behave as QEMU's (`hw/nvram/fw_cfg.c`):
+//! the read offset never passes the end of the item; a port read past the
+//! end gives 0, a DMA read past the end zero-fills the rest of the buffer,
+//! a skip past the end stops at the end, a DMA write fails. A selector is
+//! looked up without its write-channel bit (0x4000), as QEMU does, so no
+//! alias of a filtered item reaches the device's unfiltered copy. A byte
+//! read of the selector port reads data, as on QEMU's combined x86 ports.
 
 use alloc::vec;
 use alloc::vec::Vec;
 
 use abi::boot::MemoryRange;
 
-use crate::guest_mem::GuestMemory;
+use crate::guest_mem::{GuestMemory, InvalidGpa};
 
 /// The selector port (16-bit writes).
 pub const SELECTOR_PORT: u16 = 0x510;
@@ -39,6 +47,11 @@ pub const DMA_HIGH_PORT: u16 = 0x514;
 pub const DMA_LOW_PORT: u16 = 0x518;
 /// The ports the dev platform intercepts.
 pub const PORTS: core::ops::RangeInclusive<u16> = 0x510..=0x51B;
+
+/// Selector bit QEMU ignores when it looks an item up (the old write
+/// channel; QEMU's `FW_CFG_ENTRY_MASK` clears it and the arch bit keeps its
+/// own table).
+const WRITE_CHANNEL: u16 = 0x4000;
 
 /// Key of the file directory.
 pub const FILE_DIR_KEY: u16 = 0x19;
@@ -267,37 +280,55 @@ impl FwCfgFilter {
         self.items.iter().find(|item| item.key == key)
     }
 
-    fn select(&mut self, key: u16, device: &mut impl FwCfgDevice) {
+    /// Makes `key` (as the guest wrote it) the selected item; returns the
+    /// key it names.
+    fn select_virtual(&mut self, key: u16, device: &mut impl FwCfgDevice) -> u16 {
+        let key = key & !WRITE_CHANNEL;
         self.materialize(key, device);
         self.selected = key;
         self.offset = 0;
+        self.note_virtual_selection(key);
+        key
+    }
+
+    fn select(&mut self, key: u16, device: &mut impl FwCfgDevice) {
+        let key = self.select_virtual(key, device);
         if self.item(key).is_none() {
             device.select(key);
-        } else {
-            self.note_virtual_selection(key);
         }
     }
 
     /// Logs the first time the guest selects the memory map.
     fn note_virtual_selection(&mut self, key: u16) {
-        if self.items.get(1).is_some_and(|e820| e820.key == key) && !self.e820_seen {
-            self.e820_seen = true;
-            let entries = self.items[1].bytes.len() / E820_ENTRY_SIZE;
-            log::info!(
-                "fw_cfg: the guest reads etc/e820 ({entries} entries, SVSM region reserved)"
-            );
+        match self.items.get(1) {
+            Some(e820) if e820.key == key && !self.e820_seen => {
+                self.e820_seen = true;
+                let entries = e820.bytes.len() / E820_ENTRY_SIZE;
+                log::info!(
+                    "fw_cfg: the guest reads etc/e820 ({entries} entries, SVSM region reserved)"
+                );
+            }
+            _ => {}
         }
+    }
+
+    /// The unread bytes of the selected item, if the filter serves it.
+    fn virtual_rest(&self) -> Option<&[u8]> {
+        let item = self.item(self.selected)?;
+        Some(item.bytes.get(self.offset..).unwrap_or_default())
     }
 
     /// The guest reads `size` bytes at `port`.
     pub fn port_in(&mut self, port: u16, size: u8, device: &mut impl FwCfgDevice) -> u32 {
-        if port == DATA_PORT && size == 1 {
-            let offset = self.offset;
-            if let Some(item) = self.item(self.selected) {
-                let byte = item.bytes.get(offset).copied().unwrap_or(0);
-                self.offset = offset.saturating_add(1);
-                return u32::from(byte);
-            }
+        // QEMU's x86 device answers a byte read of either port with data.
+        if size == 1
+            && (port == DATA_PORT || port == SELECTOR_PORT)
+            && let Some(rest) = self.virtual_rest()
+        {
+            // Past the end: 0, and the offset stays at the end.
+            let byte = rest.first().copied();
+            self.offset += usize::from(byte.is_some());
+            return u32::from(byte.unwrap_or(0));
         }
         device.port_in(port, size)
     }
@@ -315,7 +346,9 @@ impl FwCfgFilter {
             (SELECTOR_PORT, 2) => self.select(value as u16, device),
             (DMA_HIGH_PORT, 4) => self.dma_high = u32::from_be(value),
             (DMA_LOW_PORT, 4) => {
-                let descriptor = (u64::from(self.dma_high) << 32) | u64::from(u32::from_be(value));
+                // The device forgets the address's high half once used.
+                let high = core::mem::take(&mut self.dma_high);
+                let descriptor = (u64::from(high) << 32) | u64::from(u32::from_be(value));
                 self.dma(descriptor, device, memory);
             }
             _ => device.port_out(port, size, value),
@@ -333,10 +366,8 @@ impl FwCfgFilter {
         let length = u32::from_be_bytes(raw[4..8].try_into().expect("4 bytes"));
         let address = u64::from_be_bytes(raw[8..16].try_into().expect("8 bytes"));
         if control & dma::SELECT != 0 {
-            self.materialize((control >> 16) as u16, device);
-            self.selected = (control >> 16) as u16;
-            self.offset = 0;
-            self.note_virtual_selection(self.selected);
+            // The device selects the key in the control word itself.
+            self.select_virtual((control >> 16) as u16, device);
         }
         let status = if self.item(self.selected).is_some() {
             self.virtual_dma(control, length, address, memory)
@@ -352,6 +383,9 @@ impl FwCfgFilter {
         let _ = memory.write(gpa, &status.to_be_bytes());
     }
 
+    /// One DMA operation on the selected item, which the filter serves:
+    /// read (zero-filled past the end), else write (refused: the items are
+    /// read-only), else skip, as QEMU ranks the control bits.
     fn virtual_dma(
         &mut self,
         control: u32,
@@ -359,27 +393,40 @@ impl FwCfgFilter {
         address: u64,
         memory: &dyn GuestMemory,
     ) -> u32 {
-        if control & dma::WRITE != 0 {
-            return dma::ERROR;
-        }
-        let length = length as usize;
+        let Some(rest) = self.virtual_rest() else { return dma::ERROR };
+        let length = u64::from(length);
+        let data = &rest[..rest.len().min(length as usize)];
+        let taken = data.len();
         if control & dma::READ != 0 {
-            let Some(item) = self.item(self.selected) else { return dma::ERROR };
-            let mut data = vec![0u8; length.min(0x10_0000)];
-            if data.len() != length {
+            if read_into(memory, address, length, data).is_err() {
                 return dma::ERROR;
             }
-            let available = item.bytes.len().saturating_sub(self.offset).min(length);
-            data[..available].copy_from_slice(&item.bytes[self.offset..self.offset + available]);
-            if memory.write(address, &data).is_err() {
-                return dma::ERROR;
-            }
+        } else if control & dma::WRITE != 0 {
+            return if length == 0 { 0 } else { dma::ERROR };
+        } else if control & dma::SKIP == 0 {
+            return 0;
         }
-        if control & (dma::READ | dma::SKIP) != 0 {
-            self.offset = self.offset.saturating_add(length);
-        }
+        self.offset += taken;
         0
     }
+}
+
+/// Copies `data` to guest memory at `address` and zeros the rest of the
+/// `length`-byte buffer, once the whole buffer is known to be guest memory.
+fn read_into(
+    memory: &dyn GuestMemory,
+    address: u64,
+    length: u64,
+    data: &[u8],
+) -> Result<(), InvalidGpa> {
+    memory.check(address, length)?;
+    let zeros_at = address.checked_add(data.len() as u64).ok_or(InvalidGpa)?;
+    memory.write(address, data)?;
+    let zeros = length - data.len() as u64;
+    if zeros > 0 {
+        memory.zero(zeros_at, zeros)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -307,3 +307,153 @@ fn an_extended_file_selected_by_dma_is_read_from_the_device_then() {
     assert_eq!((loader[0], loader[127], loader[128], loader[255]), (3, 3, 2, 2));
     assert!(device.dma_calls.is_empty(), "the guest's copy is served by the filter");
 }
+
+/// Reads the whole of the virtual item `key` by DMA into a buffer of
+/// `length` bytes first filled with 0xEE; returns the control word left and
+/// the buffer.
+fn dma_read(
+    s: &Setup,
+    filter: &mut FwCfgFilter,
+    device: &mut FakeDevice,
+    memory: &dyn GuestMemory,
+    control_word: u32,
+    length: u32,
+) -> (u32, Vec<u8>) {
+    let (desc, buffer) = (0x1000, 0x8000);
+    s.ram.fill(buffer, u64::from(length), 0xEE);
+    descriptor(&s.ram, desc, control_word, length, buffer);
+    kick(filter, device, memory, desc);
+    let mut bytes = vec![0u8; length as usize];
+    s.ram.read(buffer, &mut bytes).unwrap();
+    (control(&s.ram, desc), bytes)
+}
+
+/// The filtered items (the directory, `etc/e820`, an extended
+/// `etc/table-loader`): key and guest-visible size.
+fn virtual_items(
+    s: &Setup,
+) -> (FakeDevice<'_>, CheckedGuestMemory<'_>, FwCfgFilter, Vec<(u16, usize)>) {
+    let (device, memory, filter) = extended_loader(s);
+    let dir_len = 4 + 4 * 64;
+    (device, memory, filter, vec![(FILE_DIR_KEY, dir_len), (0x21, 4 * 20), (0x23, 256)])
+}
+
+/// The audit's panic: byte reads past the end of a filtered item, then a
+/// DMA read. QEMU keeps the offset at the end: port reads give 0 and the
+/// DMA read zero-fills its buffer.
+#[test]
+fn byte_reads_past_the_end_then_a_dma_read_give_zeros() {
+    let s = setup();
+    let (mut device, memory, mut filter, items) = virtual_items(&s);
+    for (key, len) in items {
+        filter.port_out(SELECTOR_PORT, 2, u32::from(key), &mut device, &memory);
+        let bytes = port_read(&mut filter, &mut device, len + 10);
+        assert!(bytes[len..].iter().all(|b| *b == 0), "{key:#x}: past the end reads 0");
+        let (status, buffer) = dma_read(&s, &mut filter, &mut device, &memory, dma::READ, 16);
+        assert_eq!((status, buffer), (0, vec![0; 16]), "{key:#x}");
+        // Still at the end: a skip and a read change nothing.
+        let (status, _) = dma_read(&s, &mut filter, &mut device, &memory, dma::SKIP, 100);
+        assert_eq!(status, 0);
+        assert_eq!(filter.port_in(DATA_PORT, 1, &mut device), 0);
+    }
+    assert!(device.dma_calls.is_empty());
+}
+
+/// The other way there: a DMA skip past the end, then a read.
+#[test]
+fn a_dma_skip_past_the_end_then_a_read_gives_zeros() {
+    let s = setup();
+    let (mut device, memory, mut filter, items) = virtual_items(&s);
+    for (key, len) in items {
+        let select = (u32::from(key) << 16) | dma::SELECT;
+        let skip = u32::MAX;
+        s.ram.fill(0x1000, 16, 0);
+        descriptor(&s.ram, 0x1000, select | dma::SKIP, skip, 0);
+        kick(&mut filter, &mut device, &memory, 0x1000);
+        assert_eq!(control(&s.ram, 0x1000), 0, "{key:#x}: a skip needs no buffer");
+        let (status, buffer) = dma_read(&s, &mut filter, &mut device, &memory, dma::READ, 8);
+        assert_eq!((status, buffer), (0, vec![0; 8]), "{key:#x}");
+        // A skip to just before the end leaves one byte, then zeros.
+        descriptor(&s.ram, 0x1000, select | dma::SKIP, len as u32 - 1, 0);
+        kick(&mut filter, &mut device, &memory, 0x1000);
+        let (status, buffer) = dma_read(&s, &mut filter, &mut device, &memory, dma::READ, 4);
+        assert_eq!(status, 0);
+        assert_eq!(buffer[1..], [0, 0, 0], "{key:#x}");
+        assert_eq!(port_read(&mut filter, &mut device, 2), [0, 0]);
+    }
+}
+
+#[test]
+fn a_dma_read_longer_than_the_item_is_zero_filled_and_a_bad_buffer_refused() {
+    let s = setup();
+    let (mut device, memory, mut filter) = extended_loader(&s);
+    let select = (0x21 << 16) | dma::SELECT;
+    let (status, buffer) = dma_read(&s, &mut filter, &mut device, &memory, select | dma::READ, 100);
+    assert_eq!(status, 0);
+    assert_eq!(&buffer[20..40], &e820(&[(128 * MIB, 80 * MIB, 2)])[..]);
+    assert_eq!(buffer[80..], [0; 20], "zero-filled past the end, nothing left untouched");
+    // READ wins over WRITE, as in QEMU.
+    let both = select | dma::READ | dma::WRITE;
+    let (status, buffer) = dma_read(&s, &mut filter, &mut device, &memory, both, 20);
+    assert_eq!((status, &buffer[..8]), (0, &0u64.to_le_bytes()[..]));
+    // A buffer running into the SVSM, wrapping or as long as a u32 allows:
+    // refused whole, the offset unchanged, nothing allocated.
+    for (address, length) in [(SVSM.base - 8, 16), (u64::MAX - 3, 8), (0x8000, u32::MAX)] {
+        descriptor(&s.ram, 0x1000, select | dma::READ, length, address);
+        kick(&mut filter, &mut device, &memory, 0x1000);
+        assert_eq!(control(&s.ram, 0x1000), dma::ERROR, "{address:#x}+{length:#x}");
+        let mut at_svsm = [0u8; 8];
+        s.ram.read(SVSM.base - 8, &mut at_svsm).unwrap();
+        assert_eq!(at_svsm, [0; 8], "nothing written before the refusal");
+    }
+    let (status, buffer) = dma_read(&s, &mut filter, &mut device, &memory, dma::READ, 8);
+    assert_eq!((status, buffer), (0, 0u64.to_le_bytes().to_vec()), "still at the start");
+    // A write of nothing is no error; of something is.
+    let (status, _) = dma_read(&s, &mut filter, &mut device, &memory, dma::WRITE, 0);
+    assert_eq!(status, 0);
+    let (status, _) = dma_read(&s, &mut filter, &mut device, &memory, dma::WRITE, 1);
+    assert_eq!(status, dma::ERROR);
+    assert!(device.dma_calls.is_empty());
+}
+
+/// QEMU ignores the write-channel bit of a selector: 0x4019 is the file
+/// directory, which must be the filtered one (the arch bit names another
+/// table and goes to the device).
+#[test]
+fn selector_aliases_reach_the_filtered_items() {
+    let s = setup();
+    let mut device = FakeDevice::new(&s.ram, &qemu_files());
+    let memory = CheckedGuestMemory::new(&s.layout, &s.owned, &s.ram);
+    let mut filter = FwCfgFilter::new(&mut device, &[SVSM]).unwrap();
+    filter.port_out(SELECTOR_PORT, 2, 0x4000 | 0x21, &mut device, &memory);
+    let map = port_read(&mut filter, &mut device, 40);
+    assert_eq!(&map[20..40], &e820(&[(128 * MIB, 80 * MIB, 2)])[..]);
+    let select = ((0x4000 | u32::from(FILE_DIR_KEY)) << 16) | dma::SELECT | dma::READ;
+    let (status, dir) = dma_read(&s, &mut filter, &mut device, &memory, select, 4 + 2 * 64);
+    assert_eq!(status, 0);
+    let sizes: Vec<_> = file_entries(&dir).map(|(_, size, _, _)| size).collect();
+    assert_eq!(sizes[1], 4 * 20, "the filtered directory");
+    assert!(device.dma_calls.is_empty());
+    // A byte read of the selector port reads data (QEMU's combined ports).
+    filter.port_out(SELECTOR_PORT, 2, 0x21, &mut device, &memory);
+    let first = filter.port_in(SELECTOR_PORT, 1, &mut device);
+    assert_eq!((first, filter.port_in(DATA_PORT, 1, &mut device)), (0, 0));
+    filter.port_out(SELECTOR_PORT, 2, 0x8019, &mut device, &memory);
+    assert_eq!(device.selected, 0x8019, "the arch table is the device's");
+}
+
+/// The device forgets the high half of the descriptor address after each
+/// transfer; a later low-half write alone names a descriptor below 4 GiB.
+#[test]
+fn the_dma_address_high_half_is_used_once() {
+    let s = setup();
+    let mut device = FakeDevice::new(&s.ram, &qemu_files());
+    let memory = CheckedGuestMemory::new(&s.layout, &s.owned, &s.ram);
+    let mut filter = FwCfgFilter::new(&mut device, &[SVSM]).unwrap();
+    filter.port_out(DMA_HIGH_PORT, 4, 1u32.to_be(), &mut device, &memory);
+    filter.port_out(DMA_LOW_PORT, 4, 0x1000u32.to_be(), &mut device, &memory);
+    descriptor(&s.ram, 0x1000, (0x22 << 16) | dma::SELECT | dma::READ, 5, 0x3000);
+    filter.port_out(DMA_LOW_PORT, 4, 0x1000u32.to_be(), &mut device, &memory);
+    assert_eq!(control(&s.ram, 0x1000), 0);
+    assert_eq!(device.dma_calls.len(), 1, "the second kick used 0x1000, not 0x1_0000_1000");
+}
