@@ -1,6 +1,8 @@
-//! The kernel uAPI the SNP launch uses, pinned: constants kvm-bindings lacks,
-//! compile-time size and offset checks of every kvm-bindings struct against
-//! the kernel's layout (include/uapi/linux/kvm.h and arch/x86/include/uapi/
+//! The kernel uAPI the launcher uses, pinned: constants kvm-bindings lacks,
+//! compile-time size and offset checks of every kvm-bindings struct the
+//! launcher passes to KVM (the SNP ones and the general vCPU/VM ones the
+//! native boot uses too; this is the one place for them) against the
+//! kernel's layout (include/uapi/linux/kvm.h and arch/x86/include/uapi/
 //! asm/kvm.h; restated in snp-svsm.md §8), the firmware's ID block and ID
 //! authentication structures, and pure builders for each command struct so
 //! their bytes are tested without KVM.
@@ -8,9 +10,11 @@
 use std::mem::{offset_of, size_of};
 
 use kvm_bindings::{
-    kvm_create_guest_memfd, kvm_device_attr, kvm_enable_cap, kvm_memory_attributes, kvm_sev_cmd,
-    kvm_sev_init, kvm_sev_snp_launch_finish, kvm_sev_snp_launch_start, kvm_sev_snp_launch_update,
-    kvm_userspace_memory_region2,
+    kvm_cpuid_entry2, kvm_cpuid2, kvm_create_guest_memfd, kvm_debugregs, kvm_device_attr,
+    kvm_dtable, kvm_enable_cap, kvm_fpu, kvm_memory_attributes, kvm_msr_entry, kvm_msrs, kvm_regs,
+    kvm_run, kvm_segment, kvm_sev_cmd, kvm_sev_init, kvm_sev_snp_launch_finish,
+    kvm_sev_snp_launch_start, kvm_sev_snp_launch_update, kvm_sregs, kvm_translation,
+    kvm_userspace_memory_region, kvm_userspace_memory_region2, kvm_xcr, kvm_xcrs,
 };
 use zerocopy::{FromZeros, Immutable, IntoBytes, KnownLayout};
 
@@ -204,6 +208,139 @@ const _: () = {
     assert!(kvm_bindings::KVM_CAP_MEMORY_ATTRIBUTES == KVM_CAP_MEMORY_ATTRIBUTES);
     assert!(kvm_bindings::KVM_CAP_VM_TYPES == KVM_CAP_VM_TYPES);
     assert!(kvm_bindings::KVM_SYSTEM_EVENT_SEV_TERM == crate::vcpu::SYSTEM_EVENT_SEV_TERM);
+};
+
+// The general x86 KVM structs the launcher passes (native boot and SNP):
+// vCPU registers, the VMSA's register state, CPUID, MSRs, memory slots, GVA
+// translation and kvm_run's exit union. The values are the kernel's x86_64
+// layout in include/uapi/linux/kvm.h and arch/x86/include/uapi/asm/kvm.h,
+// as gcc's sizeof/offsetof report them for Debian 12's linux-libc-dev
+// 6.1.187 headers (these structs have not changed since; KVM's uAPI is
+// append-only).
+const _: () = {
+    assert!(size_of::<kvm_regs>() == 144);
+    assert!(offset_of!(kvm_regs, rax) == 0);
+    assert!(offset_of!(kvm_regs, rbx) == 8);
+    assert!(offset_of!(kvm_regs, rcx) == 16);
+    assert!(offset_of!(kvm_regs, rdx) == 24);
+    assert!(offset_of!(kvm_regs, rsi) == 32);
+    assert!(offset_of!(kvm_regs, rdi) == 40);
+    assert!(offset_of!(kvm_regs, rsp) == 48);
+    assert!(offset_of!(kvm_regs, rbp) == 56);
+    assert!(offset_of!(kvm_regs, r8) == 64);
+    assert!(offset_of!(kvm_regs, r15) == 120);
+    assert!(offset_of!(kvm_regs, rip) == 128);
+    assert!(offset_of!(kvm_regs, rflags) == 136);
+
+    assert!(size_of::<kvm_segment>() == 24);
+    assert!(offset_of!(kvm_segment, base) == 0);
+    assert!(offset_of!(kvm_segment, limit) == 8);
+    assert!(offset_of!(kvm_segment, selector) == 12);
+    assert!(offset_of!(kvm_segment, type_) == 14);
+    assert!(offset_of!(kvm_segment, present) == 15);
+    assert!(offset_of!(kvm_segment, dpl) == 16);
+    assert!(offset_of!(kvm_segment, db) == 17);
+    assert!(offset_of!(kvm_segment, s) == 18);
+    assert!(offset_of!(kvm_segment, l) == 19);
+    assert!(offset_of!(kvm_segment, g) == 20);
+    assert!(offset_of!(kvm_segment, avl) == 21);
+    assert!(offset_of!(kvm_segment, unusable) == 22);
+
+    assert!(size_of::<kvm_dtable>() == 16);
+    assert!(offset_of!(kvm_dtable, base) == 0);
+    assert!(offset_of!(kvm_dtable, limit) == 8);
+
+    assert!(size_of::<kvm_sregs>() == 312);
+    assert!(offset_of!(kvm_sregs, cs) == 0);
+    assert!(offset_of!(kvm_sregs, ds) == 24);
+    assert!(offset_of!(kvm_sregs, es) == 48);
+    assert!(offset_of!(kvm_sregs, fs) == 72);
+    assert!(offset_of!(kvm_sregs, gs) == 96);
+    assert!(offset_of!(kvm_sregs, ss) == 120);
+    assert!(offset_of!(kvm_sregs, tr) == 144);
+    assert!(offset_of!(kvm_sregs, ldt) == 168);
+    assert!(offset_of!(kvm_sregs, gdt) == 192);
+    assert!(offset_of!(kvm_sregs, idt) == 208);
+    assert!(offset_of!(kvm_sregs, cr0) == 224);
+    assert!(offset_of!(kvm_sregs, cr2) == 232);
+    assert!(offset_of!(kvm_sregs, cr3) == 240);
+    assert!(offset_of!(kvm_sregs, cr4) == 248);
+    assert!(offset_of!(kvm_sregs, cr8) == 256);
+    assert!(offset_of!(kvm_sregs, efer) == 264);
+    assert!(offset_of!(kvm_sregs, apic_base) == 272);
+    assert!(offset_of!(kvm_sregs, interrupt_bitmap) == 280);
+
+    assert!(size_of::<kvm_fpu>() == 416);
+    assert!(offset_of!(kvm_fpu, fpr) == 0);
+    assert!(offset_of!(kvm_fpu, fcw) == 128);
+    assert!(offset_of!(kvm_fpu, fsw) == 130);
+    assert!(offset_of!(kvm_fpu, ftwx) == 132);
+    assert!(offset_of!(kvm_fpu, last_opcode) == 134);
+    assert!(offset_of!(kvm_fpu, last_ip) == 136);
+    assert!(offset_of!(kvm_fpu, last_dp) == 144);
+    assert!(offset_of!(kvm_fpu, xmm) == 152);
+    assert!(offset_of!(kvm_fpu, mxcsr) == 408);
+
+    assert!(size_of::<kvm_xcr>() == 16);
+    assert!(offset_of!(kvm_xcr, xcr) == 0);
+    assert!(offset_of!(kvm_xcr, reserved) == 4);
+    assert!(offset_of!(kvm_xcr, value) == 8);
+    assert!(size_of::<kvm_xcrs>() == 392);
+    assert!(offset_of!(kvm_xcrs, nr_xcrs) == 0);
+    assert!(offset_of!(kvm_xcrs, flags) == 4);
+    assert!(offset_of!(kvm_xcrs, xcrs) == 8);
+    assert!(offset_of!(kvm_xcrs, padding) == 264);
+
+    assert!(size_of::<kvm_debugregs>() == 128);
+    assert!(offset_of!(kvm_debugregs, db) == 0);
+    assert!(offset_of!(kvm_debugregs, dr6) == 32);
+    assert!(offset_of!(kvm_debugregs, dr7) == 40);
+    assert!(offset_of!(kvm_debugregs, flags) == 48);
+    assert!(offset_of!(kvm_debugregs, reserved) == 56);
+
+    assert!(size_of::<kvm_msr_entry>() == 16);
+    assert!(offset_of!(kvm_msr_entry, index) == 0);
+    assert!(offset_of!(kvm_msr_entry, reserved) == 4);
+    assert!(offset_of!(kvm_msr_entry, data) == 8);
+    assert!(size_of::<kvm_msrs>() == 8);
+    assert!(offset_of!(kvm_msrs, nmsrs) == 0);
+    assert!(offset_of!(kvm_msrs, entries) == 8);
+
+    assert!(size_of::<kvm_cpuid_entry2>() == 40);
+    assert!(offset_of!(kvm_cpuid_entry2, function) == 0);
+    assert!(offset_of!(kvm_cpuid_entry2, index) == 4);
+    assert!(offset_of!(kvm_cpuid_entry2, flags) == 8);
+    assert!(offset_of!(kvm_cpuid_entry2, eax) == 12);
+    assert!(offset_of!(kvm_cpuid_entry2, ebx) == 16);
+    assert!(offset_of!(kvm_cpuid_entry2, ecx) == 20);
+    assert!(offset_of!(kvm_cpuid_entry2, edx) == 24);
+    assert!(size_of::<kvm_cpuid2>() == 8);
+    assert!(offset_of!(kvm_cpuid2, nent) == 0);
+    assert!(offset_of!(kvm_cpuid2, entries) == 8);
+
+    assert!(size_of::<kvm_userspace_memory_region>() == 32);
+    assert!(offset_of!(kvm_userspace_memory_region, slot) == 0);
+    assert!(offset_of!(kvm_userspace_memory_region, flags) == 4);
+    assert!(offset_of!(kvm_userspace_memory_region, guest_phys_addr) == 8);
+    assert!(offset_of!(kvm_userspace_memory_region, memory_size) == 16);
+    assert!(offset_of!(kvm_userspace_memory_region, userspace_addr) == 24);
+
+    assert!(size_of::<kvm_translation>() == 24);
+    assert!(offset_of!(kvm_translation, linear_address) == 0);
+    assert!(offset_of!(kvm_translation, physical_address) == 8);
+    assert!(offset_of!(kvm_translation, valid) == 16);
+    assert!(offset_of!(kvm_translation, writeable) == 17);
+    assert!(offset_of!(kvm_translation, usermode) == 18);
+
+    // kvm_run: the exit union (256 bytes) at 32, read raw by
+    // vcpu::KvmVcpu::exit_union; its `internal` member by internal_error.
+    assert!(size_of::<kvm_run>() == 2352);
+    assert!(offset_of!(kvm_run, exit_reason) == 8);
+    assert!(offset_of!(kvm_run, __bindgen_anon_1) == 32);
+    assert!(offset_of!(kvm_run, kvm_valid_regs) == 288);
+    assert!(offset_of!(kvm_run, __bindgen_anon_1.internal.suberror) == 32);
+    assert!(offset_of!(kvm_run, __bindgen_anon_1.internal.ndata) == 36);
+    assert!(offset_of!(kvm_run, __bindgen_anon_1.internal.data) == 40);
 };
 
 /// The SNP ID block LAUNCH_FINISH checks (96 bytes, SNP ABI "ID Block").
