@@ -124,6 +124,8 @@ pub struct FakeSnp {
     pub finish_fw_error: Option<u32>,
     /// Every accepted LAUNCH_UPDATE: GPA, page type, the whole source.
     pub updates: Vec<(u64, u8, Vec<u8>)>,
+    /// The ID block and ID auth structure LAUNCH_FINISH got.
+    pub finish_id: Option<IdMaterial>,
     vcpu: ScriptedVcpu,
 }
 
@@ -142,6 +144,7 @@ impl FakeSnp {
             cpuid_always_rejected: false,
             finish_fw_error: None,
             updates: Vec::new(),
+            finish_id: None,
             vcpu: ScriptedVcpu::new(Vec::new()),
         }
     }
@@ -303,6 +306,7 @@ impl SnpVm for FakeSnp {
             ld_head: id.map(|i| i.block.ld[..4].to_vec()).unwrap_or_default(),
             host_data: *host_data,
         });
+        self.finish_id = id.cloned();
         match self.finish_fw_error {
             Some(fw_error) => Err(SevError { op: "SNP_LAUNCH_FINISH", errno: libc::EIO, fw_error }),
             None => Ok(()),

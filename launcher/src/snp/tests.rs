@@ -339,3 +339,138 @@ fn the_recorded_sequence_measures_to_the_igvm_crates_digest() {
     assert_eq!(fake.updates.len(), 7);
     assert_eq!(psp_digest(&fake.updates, vmsa.as_bytes()), expected);
 }
+
+/// The 96-byte ID block as the SNP ABI defines it (table "ID_BLOCK"): LD,
+/// FAMILY_ID, IMAGE_ID, VERSION, GUEST_SVN, POLICY; built here from the
+/// specification, independently of [`uapi::IdBlock`].
+fn spec_id_block(ld: &[u8; 48], family: &[u8; 16], image: &[u8; 16], policy: u64) -> Vec<u8> {
+    let mut block = ld.to_vec();
+    block.extend_from_slice(family);
+    block.extend_from_slice(image);
+    block.extend_from_slice(&1u32.to_le_bytes());
+    block.extend_from_slice(&0u32.to_le_bytes());
+    block.extend_from_slice(&policy.to_le_bytes());
+    block
+}
+
+/// A big-endian value as the firmware's little-endian, zero-padded 72 bytes.
+fn firmware_72(big_endian: &[u8]) -> [u8; 72] {
+    let mut out = [0u8; 72];
+    out.iter_mut().zip(big_endian.iter().rev()).for_each(|(d, s)| *d = *s);
+    out
+}
+
+/// The firmware's 72-byte little-endian form back to 48 big-endian bytes;
+/// the padding must be zero.
+fn from_firmware_72(bytes: &[u8]) -> Vec<u8> {
+    assert_eq!(bytes.len(), 72);
+    assert!(bytes[48..].iter().all(|b| *b == 0), "padding beyond 48 bytes is not zero");
+    bytes[..48].iter().rev().copied().collect()
+}
+
+/// A sample file with an ID block for launch digest `ld`, signed with
+/// `key` the way `cargo xtask build --id-key` signs (ECDSA P-384 over
+/// SHA-384 of the 96-byte block).
+fn signed_file(key: &p384::ecdsa::SigningKey, ld: &[u8; 48], code: &[u8]) -> Vec<u8> {
+    use p384::ecdsa::signature::Signer;
+    use p384::elliptic_curve::sec1::ToSec1Point;
+    let (family, image) = (*b"rust-svsm\0\0\0\0\0\0\0", *b"svsm-igvm\0\0\0\0\0\0\0");
+    let signature: p384::ecdsa::Signature =
+        key.sign(&spec_id_block(ld, &family, &image, sample::POLICY));
+    let (r, s) = signature.split_bytes();
+    let point = key.verifying_key().as_affine().to_sec1_point(false);
+    let (x, y) = (point.x().expect("uncompressed"), point.y().expect("uncompressed"));
+    let no_signature = || {
+        Box::new(igvm_defs::IGVM_VHS_SNP_ID_BLOCK_SIGNATURE { r_comp: [0; 72], s_comp: [0; 72] })
+    };
+    let mut directives = sample::sample_directives(code);
+    directives.insert(
+        0,
+        igvm::IgvmDirectiveHeader::SnpIdBlock {
+            compatibility_mask: SNP_MASK,
+            author_key_enabled: 0,
+            reserved: [0; 3],
+            ld: *ld,
+            family_id: family,
+            image_id: image,
+            version: 1,
+            guest_svn: 0,
+            id_key_algorithm: 1,
+            author_key_algorithm: 0,
+            id_key_signature: Box::new(igvm_defs::IGVM_VHS_SNP_ID_BLOCK_SIGNATURE {
+                r_comp: firmware_72(&r),
+                s_comp: firmware_72(&s),
+            }),
+            id_public_key: Box::new(igvm_defs::IGVM_VHS_SNP_ID_BLOCK_PUBLIC_KEY {
+                curve: 2,
+                reserved: 0,
+                qx: firmware_72(x),
+                qy: firmware_72(y),
+            }),
+            author_key_signature: no_signature(),
+            author_public_key: Box::new(igvm_defs::IGVM_VHS_SNP_ID_BLOCK_PUBLIC_KEY {
+                curve: 0,
+                reserved: 0,
+                qx: [0; 72],
+                qy: [0; 72],
+            }),
+        },
+    );
+    sample::serialize(sample::platforms(), vec![sample::policy(sample::POLICY)], directives)
+        .unwrap()
+}
+
+/// Verifies an ID_AUTH_INFO structure's ID-block signature over `block` as
+/// the PSP does (SNP ABI table "ID_AUTH_INFO": ID_KEY_ALGO at 0, the
+/// signature's R and S at 0x40 and 0x88, the ID key's CURVE at 0x240, QX at
+/// 0x244, QY at 0x28C; ECDSA P-384 over SHA-384 of the 96-byte block).
+fn psp_verifies(auth: &[u8], block: &[u8]) -> bool {
+    use p384::ecdsa::signature::hazmat::PrehashVerifier;
+    use sha2::{Digest, Sha384};
+    assert_eq!(auth.len(), 4096);
+    assert_eq!(block.len(), 96);
+    assert_eq!(&auth[0..4], &1u32.to_le_bytes(), "ID_KEY_ALGO: ECDSA P-384 with SHA-384");
+    assert_eq!(&auth[0x240..0x244], &2u32.to_le_bytes(), "ID key CURVE: P-384");
+    let mut signature = from_firmware_72(&auth[0x40..0x88]);
+    signature.extend(from_firmware_72(&auth[0x88..0xD0]));
+    let mut point = vec![4u8];
+    point.extend(from_firmware_72(&auth[0x244..0x28C]));
+    point.extend(from_firmware_72(&auth[0x28C..0x2D4]));
+    // An ID key that is not a curve point, or r/s out of range, fails.
+    let Ok(key) = p384::ecdsa::VerifyingKey::from_sec1_bytes(&point) else { return false };
+    let Ok(signature) = p384::ecdsa::Signature::from_slice(&signature) else { return false };
+    key.verify_prehash(&Sha384::digest(block), &signature).is_ok()
+}
+
+#[test]
+fn a_signed_id_block_reaches_launch_finish_as_the_psp_verifies_it() {
+    // The xtask's test key (scalar 1..=48).
+    let scalar: Vec<u8> = (1..=48).collect();
+    let key = p384::ecdsa::SigningKey::from_slice(&scalar).unwrap();
+    let code = sample::smoke_guest();
+    let ld = [0x6C; 48];
+    let igvm = signed_file(&key, &ld, &code);
+
+    let mut fake = FakeSnp::new();
+    let (result, _) = launched(&mut fake, &igvm);
+    result.unwrap();
+    let id = fake.finish_id.as_ref().expect("LAUNCH_FINISH got an ID block");
+    let block = zerocopy::IntoBytes::as_bytes(&id.block);
+    let auth = zerocopy::IntoBytes::as_bytes(&*id.auth);
+    let (family, image) = (*b"rust-svsm\0\0\0\0\0\0\0", *b"svsm-igvm\0\0\0\0\0\0\0");
+    assert_eq!(block, spec_id_block(&ld, &family, &image, sample::POLICY));
+    assert!(!id.author_key);
+    assert!(psp_verifies(auth, block), "the repacked ID auth does not verify");
+
+    // The check can fail: a block with another policy or digest does not
+    // verify, nor does the signature under another key.
+    let mut other_policy = block.to_vec();
+    other_policy[0x58] ^= 1;
+    assert!(!psp_verifies(auth, &other_policy));
+    let mut other_ld = block.to_vec();
+    other_ld[0] ^= 1;
+    assert!(!psp_verifies(auth, &other_ld));
+    let mut other_key = auth.to_vec();
+    other_key[0x244] ^= 1;
+    assert!(!psp_verifies(&other_key, block));
+}
