@@ -7,7 +7,8 @@
 //!   KVM_SEV_INIT2, SNP_LAUNCH_START/UPDATE/FINISH with the kvm-bindings
 //!   structs, the VMSA applied to vCPU 0 as QEMU does), with a preflight that
 //!   names what the host lacks, and every KVM call behind a trait with a
-//!   recording fake.
+//!   recording fake. [`snp::measure::expected_launch_digest`] replays that
+//!   launch against the fake and returns the launch digest it implies.
 //! * [`igvm_load`] turns one platform of an IGVM file into a checked
 //!   [`igvm_load::LoadPlan`]; [`layout`] and [`guest_memory`] describe and
 //!   back guest memory; [`vcpu`] is the run loop; [`host`] recognises

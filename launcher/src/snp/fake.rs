@@ -61,7 +61,8 @@ pub enum Call {
     },
     /// vCPU 0 created (with CPUID).
     CreateVcpu,
-    /// vCPU 0's state set.
+    /// vCPU 0's state set (a summary; [`FakeSnp::vcpu_state`] keeps all
+    /// of it).
     SetVcpuState {
         /// RIP.
         rip: u64,
@@ -126,6 +127,8 @@ pub struct FakeSnp {
     pub updates: Vec<(u64, u8, Vec<u8>)>,
     /// The ID block and ID auth structure LAUNCH_FINISH got.
     pub finish_id: Option<IdMaterial>,
+    /// The whole vCPU state the launcher set last.
+    pub vcpu_state: Option<VcpuState>,
     vcpu: ScriptedVcpu,
 }
 
@@ -145,6 +148,7 @@ impl FakeSnp {
             finish_fw_error: None,
             updates: Vec::new(),
             finish_id: None,
+            vcpu_state: None,
             vcpu: ScriptedVcpu::new(Vec::new()),
         }
     }
@@ -293,6 +297,7 @@ impl SnpVm for FakeSnp {
             xcr0: s.xcr0,
             pat: s.pat,
         });
+        self.vcpu_state = Some(s.clone());
         Ok(())
     }
 

@@ -7,7 +7,8 @@
 //! copy it into the shared mapping, SNP_LAUNCH_UPDATE with its page type →
 //! required memory made private → the VMSA applied to vCPU 0 →
 //! SNP_LAUNCH_FINISH (ID block/auth, host data). Every KVM call goes through
-//! [`SnpVm`], so [`fake::FakeSnp`] records the sequence in tests.
+//! [`SnpVm`], so [`fake::FakeSnp`] records the sequence in tests, and
+//! [`measure`] replays it to compute the launch digest it implies.
 //!
 //! At run time, page-state changes arrive as MAP_GPA_RANGE hypercalls and
 //! implicit conversions as memory faults; both flip the KVM memory
@@ -16,6 +17,7 @@
 pub mod cpuid;
 pub mod fake;
 pub mod kvm;
+pub mod measure;
 pub mod planes;
 pub mod preflight;
 pub mod uapi;
@@ -267,6 +269,7 @@ pub fn prepare(igvm: &[u8], options: &SnpOptions) -> Result<Prepared, SnpError> 
     };
     vmsa::check_vmsa(vmsa).map_err(SnpError::Vmsa)?;
     let vmsa_features = vmsa.sev_features.into_bits() & !vmsa::SEV_FEATURE_SNP;
+    measure::check_reproducible(vmsa, vmsa_features).map_err(SnpError::Vmsa)?;
     Ok(Prepared { layout, plan, vmsa_features })
 }
 

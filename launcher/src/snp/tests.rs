@@ -292,35 +292,8 @@ fn host_data_parses_from_hex() {
     assert!(parse_host_data(&"zz".repeat(32)).is_err());
 }
 
-/// The launch digest the PSP would compute for `updates` followed by the
-/// VMSA page (snp-svsm.md §9.1), assuming KVM rebuilds the VMSA byte for
-/// byte from the vCPU state the launcher set.
-fn psp_digest(updates: &[(u64, u8, Vec<u8>)], vmsa: &[u8]) -> [u8; 48] {
-    use sha2::{Digest, Sha384};
-    let mut ld = [0u8; 48];
-    let mut extend = |contents: [u8; 48], page_type: u8, gpa: u64| {
-        let mut info = Vec::with_capacity(0x70);
-        info.extend_from_slice(&ld);
-        info.extend_from_slice(&contents);
-        info.extend_from_slice(&0x70u16.to_le_bytes());
-        info.push(page_type);
-        info.extend_from_slice(&[0; 5]); // IMI, VMPL3/2/1 permissions, reserved
-        info.extend_from_slice(&gpa.to_le_bytes());
-        ld = Sha384::digest(&info).into();
-    };
-    for (gpa, page_type, data) in updates {
-        for (i, page) in data.chunks(4096).enumerate() {
-            let contents = match *page_type {
-                uapi::PAGE_TYPE_NORMAL => Sha384::digest(page).into(),
-                _ => [0; 48],
-            };
-            extend(contents, *page_type, gpa + 4096 * i as u64);
-        }
-    }
-    extend(Sha384::digest(vmsa).into(), 2, crate::igvm_load::SNP_VMSA_GPA);
-    ld
-}
-
+/// The recorded launch measures to the igvm crate's digest, with the VMSA
+/// KVM would build from the vCPU state the launcher set (not the file's).
 #[test]
 fn the_recorded_sequence_measures_to_the_igvm_crates_digest() {
     let igvm = sample::sample_file(&sample::smoke_guest());
@@ -334,10 +307,11 @@ fn the_recorded_sequence_measures_to_the_igvm_crates_digest() {
         SNP_MASK,
     )
     .unwrap();
-    let vmsa = sample::snp_vmsa(sample::CODE_GPA, sample::STACK_GPA + 0x1000);
+    let state = fake.vcpu_state.clone().expect("the launch set vCPU 0's state");
+    let vmsa = measure::kvm_vmsa(&state, 0).unwrap();
     use zerocopy::IntoBytes;
     assert_eq!(fake.updates.len(), 7);
-    assert_eq!(psp_digest(&fake.updates, vmsa.as_bytes()), expected);
+    assert_eq!(measure::launch_digest(&fake.updates, vmsa.as_bytes()), expected);
 }
 
 /// The 96-byte ID block as the SNP ABI defines it (table "ID_BLOCK"): LD,
@@ -448,8 +422,12 @@ fn a_signed_id_block_reaches_launch_finish_as_the_psp_verifies_it() {
     let scalar: Vec<u8> = (1..=48).collect();
     let key = p384::ecdsa::SigningKey::from_slice(&scalar).unwrap();
     let code = sample::smoke_guest();
-    let ld = [0x6C; 48];
+    // The digest this launch implies, signed into the file: the PSP would
+    // find the ID block's LD equal to the launch digest (the ID block
+    // itself is not measured) and the signature valid.
+    let ld = measure::expected_launch_digest(&sample::sample_file(&code)).unwrap();
     let igvm = signed_file(&key, &ld, &code);
+    assert_eq!(measure::expected_launch_digest(&igvm).unwrap(), ld);
 
     let mut fake = FakeSnp::new();
     let (result, _) = launched(&mut fake, &igvm);
