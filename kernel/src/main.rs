@@ -43,6 +43,7 @@ extern "sysv64" fn kernel_entry(boot_info_pa: u64) -> ! {
 
 #[cfg(feature = "test-runner")]
 fn run(_kernel: kernel::boot::Kernel) -> ! {
+    in_kernel_tests::fatal::run_if_requested();
     let summary = kernel::testing::run_tests(in_kernel_tests::all(), kernel::console::print);
     if summary.failed == 0 { platform::exit_success() } else { platform::exit_failure() }
 }

@@ -3,8 +3,11 @@
 //! kernel: each registers itself with [`kernel_test!`](crate::kernel_test)
 //! in the `.kernel_tests` section, and a test build of the kernel runs them
 //! all at boot, prints one line per test and a closing
-//! `N passed, N failed` line, and exits through the exit device with
-//! success only if none failed.
+//! `N passed, N failed, N skipped` line, and exits through the exit device
+//! with success only if none failed. A test that does not apply to the
+//! platform it booted on says so with [`skip!`](crate::skip): it is counted
+//! as skipped, never as passed, so the xtask can tell a platform's tests
+//! from tests that did not run.
 
 use alloc::string::String;
 
@@ -17,8 +20,17 @@ pub struct KernelTest {
     pub run: fn() -> TestResult,
 }
 
-/// What a test returns.
-pub type TestResult = Result<(), TestFailure>;
+/// What a test returns: `Ok` when it passed.
+pub type TestResult = Result<(), NotPassed>;
+
+/// Why a test did not pass.
+#[derive(Debug)]
+pub enum NotPassed {
+    /// A check failed.
+    Failed(TestFailure),
+    /// The test does not apply here (the reason says why).
+    Skipped(&'static str),
+}
 
 /// Why a test failed.
 #[derive(Debug)]
@@ -65,20 +77,20 @@ macro_rules! kernel_test {
 macro_rules! check {
     ($cond:expr) => {
         if !$cond {
-            return Err($crate::testing::TestFailure {
+            return Err($crate::testing::NotPassed::Failed($crate::testing::TestFailure {
                 file: file!(),
                 line: line!(),
                 message: alloc::format!("check failed: {}", stringify!($cond)),
-            });
+            }));
         }
     };
     ($cond:expr, $($arg:tt)+) => {
         if !$cond {
-            return Err($crate::testing::TestFailure {
+            return Err($crate::testing::NotPassed::Failed($crate::testing::TestFailure {
                 file: file!(),
                 line: line!(),
                 message: alloc::format!($($arg)+),
-            });
+            }));
         }
     };
 }
@@ -90,7 +102,7 @@ macro_rules! check_eq {
         match (&$left, &$right) {
             (left, right) => {
                 if left != right {
-                    return Err($crate::testing::TestFailure {
+                    return Err($crate::testing::NotPassed::Failed($crate::testing::TestFailure {
                         file: file!(),
                         line: line!(),
                         message: alloc::format!(
@@ -100,10 +112,18 @@ macro_rules! check_eq {
                             left,
                             right
                         ),
-                    });
+                    }));
                 }
             }
         }
+    };
+}
+
+/// Ends the test as skipped: it does not apply to this platform.
+#[macro_export]
+macro_rules! skip {
+    ($reason:literal) => {
+        return Err($crate::testing::NotPassed::Skipped($reason))
     };
 }
 
@@ -114,6 +134,8 @@ pub struct Summary {
     pub passed: usize,
     /// Tests that failed.
     pub failed: usize,
+    /// Tests that did not apply to the platform.
+    pub skipped: usize,
 }
 
 /// Runs `tests` in order, printing a line for each through `print` and the
@@ -127,7 +149,11 @@ pub fn run_tests(tests: &[KernelTest], mut print: impl FnMut(core::fmt::Argument
                 summary.passed += 1;
                 print(format_args!("test {} ... ok\n", test.name));
             }
-            Err(failure) => {
+            Err(NotPassed::Skipped(reason)) => {
+                summary.skipped += 1;
+                print(format_args!("test {} ... skipped: {reason}\n", test.name));
+            }
+            Err(NotPassed::Failed(failure)) => {
                 summary.failed += 1;
                 print(format_args!(
                     "test {} ... FAILED at {}:{}: {}\n",
@@ -136,7 +162,10 @@ pub fn run_tests(tests: &[KernelTest], mut print: impl FnMut(core::fmt::Argument
             }
         }
     }
-    print(format_args!("{} passed, {} failed\n", summary.passed, summary.failed));
+    print(format_args!(
+        "{} passed, {} failed, {} skipped\n",
+        summary.passed, summary.failed, summary.skipped
+    ));
     summary
 }
 
@@ -153,18 +182,24 @@ mod tests {
         Ok(())
     }
 
+    fn does_not_apply() -> TestResult {
+        skip!("not this platform");
+    }
+
     #[test]
     fn runner_counts_and_reports_each_test() {
         let tests = [
             KernelTest { name: "a::passes", run: passes },
             KernelTest { name: "a::fails", run: fails },
+            KernelTest { name: "a::does_not_apply", run: does_not_apply },
         ];
         let mut output = String::new();
         let summary = run_tests(&tests, |args| output.push_str(&alloc::format!("{args}")));
-        assert_eq!(summary, Summary { passed: 1, failed: 1 });
+        assert_eq!(summary, Summary { passed: 1, failed: 1, skipped: 1 });
         assert!(output.contains("test a::passes ... ok\n"));
         assert!(output.contains("test a::fails ... FAILED at kernel/src/testing.rs"));
         assert!(output.contains("1 + 1 == 3: 2 != 3"));
-        assert!(output.ends_with("1 passed, 1 failed\n"));
+        assert!(output.contains("test a::does_not_apply ... skipped: not this platform\n"));
+        assert!(output.ends_with("1 passed, 1 failed, 1 skipped\n"));
     }
 }

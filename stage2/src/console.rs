@@ -2,6 +2,7 @@
 //! port I/O would raise #VC before any handler exists (errors end the VM
 //! through the GHCB MSR termination request instead).
 
+use abi::boot::{BootParams, PlatformType};
 use abi::layout::{BOOT_PARAMS_GPA, DEBUG_EXIT_PORT, EXIT_FAILURE, SERIAL_PORT};
 
 use crate::snp;
@@ -36,13 +37,20 @@ impl Console {
         Console { serial: false }
     }
 
+    /// Before the boot parameters are read: serial unless the entry found
+    /// SNP active (a C-bit), where port I/O would raise #VC.
+    pub fn for_c_bit(c_bit_mask: u64) -> Console {
+        Console { serial: c_bit_mask == 0 }
+    }
+
     /// For the panic handler, which does not know the platform: serial
     /// unless the boot parameters say SNP.
     pub fn serial_if_safe() -> Console {
+        let field = BOOT_PARAMS_GPA + core::mem::offset_of!(BootParams, platform) as u64;
         // SAFETY: the boot-parameter page is identity mapped and never
-        // written while stage2 runs; the platform field is at offset 12.
-        let platform = unsafe { core::ptr::read_volatile((BOOT_PARAMS_GPA + 12) as *const u32) };
-        Console { serial: platform != 2 }
+        // written while stage2 runs; `field` is its aligned platform field.
+        let platform = unsafe { core::ptr::read_volatile(field as *const u32) };
+        Console { serial: platform != PlatformType::Snp as u32 }
     }
 
     fn put(&self, byte: u8) {

@@ -61,11 +61,15 @@ extern "sysv64" fn stage2_main(c_bit_mask: u64) -> ! {
         boot_area(MemoryRange { base: BOOT_PARAMS_GPA, size: PAGE_SIZE }).expect("fixed page");
     let params = match BootParams::read_from_prefix(params_page) {
         Ok((params, _)) => params,
-        Err(_) => fail(&mut Console::serial(), format_args!("boot parameters unreadable")),
+        Err(_) => {
+            fail(&mut Console::for_c_bit(c_bit_mask), format_args!("boot parameters unreadable"))
+        }
     };
     let platform = match params.validate() {
         Ok(platform) => platform,
-        Err(e) => fail(&mut Console::serial(), format_args!("bad boot parameters: {e:?}")),
+        Err(e) => {
+            fail(&mut Console::for_c_bit(c_bit_mask), format_args!("bad boot parameters: {e:?}"))
+        }
     };
     let mut console = match platform {
         PlatformType::Snp => Console::silent(),

@@ -412,19 +412,11 @@ pub mod tests {
         }
     }
 
-    /// The real OVMF that `cargo xtask setup` unpacks, when it is there.
+    /// The real OVMF that `cargo xtask setup` unpacks (installed here if
+    /// missing; the test fails if it cannot be).
     #[test]
-    fn parses_the_real_ovmf_when_present() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../build/ovmf/unpacked/usr/share/ovmf/OVMF.fd");
-        if !path.is_file() {
-            println!(
-                "{} absent (run `cargo xtask setup`): real-OVMF check not run",
-                path.display()
-            );
-            return;
-        }
-        let firmware = GuestFirmware::ovmf(&path).unwrap();
+    fn parses_the_real_ovmf() {
+        let firmware = crate::image_tests::real_ovmf();
         assert_eq!(firmware.sev, Some(trixie_metadata()));
         assert_eq!(firmware.image.len(), 0x40_0000);
     }

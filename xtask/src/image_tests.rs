@@ -16,14 +16,13 @@ use igvm::{IgvmDirectiveHeader, IgvmFile, IsolationType};
 use igvm_defs::{IgvmPageDataFlags, IgvmPageDataType};
 use romloader::fw_cfg::FwCfgPorts;
 use romloader::loader::GuestMemory;
-use zerocopy::IntoBytes;
 
 use crate::env::Env;
 use crate::firmware::{self, GuestFirmware};
 use crate::igvm_image::{self, ImageInputs};
 use crate::kvm_rules::{self, RuleError};
 use crate::measure::{self, PageType};
-use crate::{builder, qemu, setup};
+use crate::{builder, digest_check, qemu, setup};
 
 const STAND_IN_MESSAGE: &str = "stand-in stage2: hello from the IGVM native platform\n";
 
@@ -90,7 +89,8 @@ fn once<T: Clone>(cell: &'static OnceLock<T>, make: impl FnOnce() -> T) -> T {
     cell.get_or_init(make).clone()
 }
 
-fn real_ovmf() -> GuestFirmware {
+/// The real OVMF (installed if missing, once per test process).
+pub(crate) fn real_ovmf() -> GuestFirmware {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     let path = once(&PATH, || {
         setup::ensure_ovmf(&env())
@@ -141,12 +141,7 @@ fn test_key() -> p384::ecdsa::SigningKey {
 }
 
 fn reference_digest(file: &IgvmFile) -> [u8; 48] {
-    igvm::measurement::generate_snp_measurement(
-        file.initializations(),
-        file.directives(),
-        SNP_PLATFORM_MASK,
-    )
-    .expect("the igvm crate measures the file")
+    digest_check::igvm_crate_digest(file).expect("the igvm crate measures the file")
 }
 
 #[test]
@@ -357,77 +352,20 @@ fn oversized_inputs_are_refused_with_the_limit() {
     assert!(error.contains("more than the 6291456 bytes reserved"), "{error}");
 }
 
-const REPLAY_SCRIPT: &str = r#"
-import hashlib, sys
-from sevsnpmeasure.gctx import GCTX
-log, blob = sys.argv[1], open(sys.argv[2], 'rb').read()
-gctx, pos = GCTX(), 0
-for line in open(log):
-    kind, gpa, contents = line.split()
-    gpa = int(gpa, 16)
-    if kind in ('normal', 'vmsa'):
-        page, pos = blob[pos:pos + 4096], pos + 4096
-        if hashlib.sha384(page).hexdigest() != contents:
-            sys.exit('contents hash mismatch at %#x' % gpa)
-        if kind == 'normal':
-            gctx.update_normal_pages(gpa, page)
-        elif gpa != GCTX.VMSA_GPA:
-            sys.exit('VMSA logged at %#x' % gpa)
-        else:
-            gctx.update_vmsa_page(page)
-    elif kind == 'unmeasured':
-        gctx.update_unmeasured_pages(gpa, 4096)
-    elif kind == 'secrets':
-        gctx.update_secrets_page(gpa)
-    elif kind == 'cpuid':
-        gctx.update_cpuid_page(gpa)
-    else:
-        sys.exit('unknown page type ' + kind)
-if pos != len(blob):
-    sys.exit('page data left over')
-print(gctx.hex_ld())
-"#;
-
-/// The page contents behind each normal/VMSA log line, taken from the
-/// file with the igvm crate (not from our measurement code).
-fn page_blob(file: &IgvmFile) -> Vec<u8> {
-    let mut blob = Vec::new();
-    for d in file.directives() {
-        match d {
-            IgvmDirectiveHeader::PageData {
-                compatibility_mask, data_type, flags, data, ..
-            } if compatibility_mask & SNP_PLATFORM_MASK != 0
-                && *data_type == IgvmPageDataType::NORMAL
-                && !flags.unmeasured() =>
-            {
-                let mut page = data.clone();
-                page.resize(4096, 0);
-                blob.extend_from_slice(&page);
-            }
-            IgvmDirectiveHeader::SnpVpContext { vmsa, .. } => {
-                blob.extend_from_slice(vmsa.as_bytes())
-            }
-            _ => {}
-        }
-    }
-    blob
-}
-
 #[test]
 fn page_log_replays_through_sev_snp_measure() {
     let env = env();
     let python = venv_python();
     let (file, _) = assemble(Some(&real_ovmf()), Some(&test_key()));
     let measurement = measure::measure_snp(&file).unwrap();
-    let dir = env.build.join("test-replay");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (log, blob, script) = (dir.join("page.log"), dir.join("pages.bin"), dir.join("replay.py"));
-    std::fs::write(&log, measurement.page_log()).unwrap();
-    std::fs::write(&blob, page_blob(&file)).unwrap();
-    std::fs::write(&script, REPLAY_SCRIPT).unwrap();
-    let out = Command::new(&python).arg(&script).arg(&log).arg(&blob).output().unwrap();
-    assert!(out.status.success(), "replay failed: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), measurement.digest_hex());
+    let replayed = digest_check::sev_snp_measure_replay(
+        &python,
+        &env.build.join("test-replay"),
+        &file,
+        &measurement,
+    )
+    .unwrap();
+    assert_eq!(replayed, measurement.digest_hex());
     // The log covers every kind of step the file has.
     let kinds: std::collections::BTreeSet<_> =
         measurement.steps.iter().map(|s| s.page_type.name()).collect();

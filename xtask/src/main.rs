@@ -8,6 +8,7 @@ mod attest_verify;
 mod bench_call;
 mod bios_image;
 mod builder;
+mod digest_check;
 mod env;
 mod firmware;
 mod guest_linux;
@@ -51,8 +52,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run every test: host unit tests, in-kernel tests, the test guest,
-    /// vTPM conformance; one summary at the end.
+    /// Run every test: host unit tests, the launch digest of the built
+    /// images, in-kernel tests, the test guest, attestation, the Linux
+    /// guest, vTPM conformance; one summary at the end.
     Test(test::TestArgs),
     /// Clippy with warnings as errors, host and bare-metal crates.
     Lint,
@@ -71,6 +73,11 @@ enum Command {
     Measure {
         /// The IGVM file.
         file: PathBuf,
+        /// Also compute it with the igvm crate and replay it through
+        /// sev-snp-measure (installed into build/venv), and fail unless
+        /// all agree.
+        #[arg(long)]
+        cross_check: bool,
     },
     /// Verify an SNP attestation report: certificate chain, signature,
     /// measurement, REPORT_DATA against nonce and manifest, policy, VMPL.
@@ -89,7 +96,7 @@ enum Command {
     },
     /// Install what the other commands need (QEMU, OVMF, Python venv, Rust target).
     Setup,
-    /// vTPM conformance alone (temporary, until `test` runs it).
+    /// The vTPM conformance tier of `cargo xtask test` alone.
     /// `--swtpm` points every check at swtpm instead, to check the checks.
     #[command(hide = true)]
     VtpmConformance {
@@ -129,7 +136,12 @@ fn run_command(command: Command) -> Result<()> {
         Command::Lint => lint::run(&env),
         Command::Build(args) => run::build(&env, &args),
         Command::Run(args) => run::run(&env, &args),
-        Command::Measure { file } => builder::measure_file(&file),
+        Command::Measure { file, cross_check: false } => builder::measure_file(&file),
+        Command::Measure { file, cross_check: true } => {
+            builder::measure_file(&file)?;
+            println!("{}", digest_check::cross_check(&env, &file)?);
+            Ok(())
+        }
         Command::Verify(args) => attest_verify::main(&args, &env.build),
         Command::AttestSample { out } => attest_sample::main(&out, &env.build),
         Command::Bench { what: BenchWhat::Call } => bench_call::run(&env),

@@ -118,11 +118,24 @@ pub struct BootResult {
     pub ending: Ending,
     /// Everything the guest wrote to COM1 (the boot tests read it; `run`
     /// shows it live instead).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub serial: String,
+    /// When each chunk of `serial` arrived: (offset of the chunk's end,
+    /// time since QEMU started), in order.
+    serial_arrivals: Vec<(usize, Duration)>,
     /// QEMU's own messages.
     pub qemu_stderr: String,
     pub elapsed: Duration,
+}
+
+impl BootResult {
+    /// When the serial output first contained `text`, measured from QEMU's
+    /// start (to the arrival of the chunk that completed it). Offsets are
+    /// those of the text as received; the console writes ASCII.
+    pub fn time_to(&self, text: &str) -> Option<Duration> {
+        let end = self.serial.find(text)? + text.len();
+        let arrived = self.serial_arrivals.iter().find(|(chunk_end, _)| *chunk_end >= end);
+        arrived.map(|(_, at)| *at)
+    }
 }
 
 /// The QEMU command line for `rom`.
@@ -166,18 +179,18 @@ pub fn boot(rom: &Path, options: &QemuOptions) -> Result<BootResult> {
     let mut child = command
         .spawn()
         .context("starting qemu-system-x86_64 (run `cargo xtask setup` to install QEMU)")?;
-    let serial = Arc::new(Mutex::new(Vec::new()));
+    let serial = Arc::new(Mutex::new(CapturedStream::default()));
     let stdout = child.stdout.take().context("QEMU's stdout")?;
     let stderr = child.stderr.take().context("QEMU's stderr")?;
     let echo = options.echo;
     let serial_reader = {
         let serial = Arc::clone(&serial);
-        std::thread::spawn(move || copy_stream(stdout, &serial, echo))
+        std::thread::spawn(move || copy_stream(stdout, &serial, started, echo))
     };
-    let stderr_buffer = Arc::new(Mutex::new(Vec::new()));
+    let stderr_buffer = Arc::new(Mutex::new(CapturedStream::default()));
     let stderr_reader = {
         let buffer = Arc::clone(&stderr_buffer);
-        std::thread::spawn(move || copy_stream(stderr, &buffer, false))
+        std::thread::spawn(move || copy_stream(stderr, &buffer, started, false))
     };
     let ending = loop {
         if let Some(status) = child.try_wait().context("waiting for QEMU")? {
@@ -193,19 +206,39 @@ pub fn boot(rom: &Path, options: &QemuOptions) -> Result<BootResult> {
     let elapsed = started.elapsed();
     let _ = serial_reader.join();
     let _ = stderr_reader.join();
-    let text = |buffer: &Arc<Mutex<Vec<u8>>>| {
-        String::from_utf8_lossy(&buffer.lock().expect("reader threads have ended")).into_owned()
+    let take = |buffer: Arc<Mutex<CapturedStream>>| {
+        std::mem::take(&mut *buffer.lock().expect("reader threads have ended"))
     };
-    Ok(BootResult { ending, serial: text(&serial), qemu_stderr: text(&stderr_buffer), elapsed })
+    let (serial, qemu_stderr) = (take(serial), take(stderr_buffer));
+    Ok(BootResult {
+        ending,
+        serial: String::from_utf8_lossy(&serial.bytes).into_owned(),
+        serial_arrivals: serial.arrivals,
+        qemu_stderr: String::from_utf8_lossy(&qemu_stderr.bytes).into_owned(),
+        elapsed,
+    })
 }
 
-fn copy_stream(mut stream: impl Read, into: &Mutex<Vec<u8>>, echo: bool) {
+/// A stream's bytes and when they arrived.
+#[derive(Default)]
+struct CapturedStream {
+    bytes: Vec<u8>,
+    /// (length of `bytes` after a chunk, time since QEMU started).
+    arrivals: Vec<(usize, Duration)>,
+}
+
+fn copy_stream(mut stream: impl Read, into: &Mutex<CapturedStream>, started: Instant, echo: bool) {
     let mut chunk = [0u8; 4096];
     while let Ok(n) = stream.read(&mut chunk) {
         if n == 0 {
             break;
         }
-        into.lock().expect("only this thread writes").extend_from_slice(&chunk[..n]);
+        {
+            let mut captured = into.lock().expect("only this thread writes");
+            captured.bytes.extend_from_slice(&chunk[..n]);
+            let end = captured.bytes.len();
+            captured.arrivals.push((end, started.elapsed()));
+        }
         if echo {
             let mut out = std::io::stdout().lock();
             let _ = out.write_all(&chunk[..n]);
@@ -239,6 +272,22 @@ mod tests {
         assert_eq!(Ending::from_status(status(0)), Ending::QemuExit(0));
         assert_eq!(Ending::from_status(status(1)), Ending::QemuExit(1));
         assert_eq!(Ending::from_status(std::process::ExitStatus::from_raw(9)), Ending::Killed);
+    }
+
+    #[test]
+    fn time_to_is_the_arrival_of_the_chunk_that_completes_the_text() {
+        let at = Duration::from_millis;
+        let boot = BootResult {
+            ending: Ending::Success,
+            serial: "stage2\nSVSM kernel: up\n3 passed\n".into(),
+            serial_arrivals: vec![(7, at(10)), (15, at(20)), (23, at(30)), (32, at(40))],
+            qemu_stderr: String::new(),
+            elapsed: at(50),
+        };
+        assert_eq!(boot.time_to("stage2"), Some(at(10)));
+        assert_eq!(boot.time_to("SVSM kernel: up"), Some(at(30)));
+        assert_eq!(boot.time_to("passed"), Some(at(40)));
+        assert_eq!(boot.time_to("missing"), None);
     }
 
     #[test]

@@ -252,7 +252,8 @@ pub fn ensure_ovmf(env: &Env) -> Result<PathBuf> {
         Some(v) if v >= MIN_OVMF => {}
         _ => bail!(
             "Debian trixie offers ovmf {version}, older than {}.{:02}: the project needs OVMF \
-             with the SVSM calling-area section; pass --ovmf PATH to a newer OVMF.fd",
+             with the SVSM calling-area section; give `cargo xtask build` or `run` --ovmf PATH to a \
+             newer OVMF.fd",
             MIN_OVMF.0,
             MIN_OVMF.1
         ),

@@ -1,7 +1,7 @@
 //! The dev platform on the real machine: tiny guests run under VMRUN from
 //! a VMSA, call the SVSM with VMGEXIT, read the GHCB MSR and SEV_STATUS,
 //! and are stopped when they touch SVSM memory or a page the RMP denies.
-//! Each test is skipped (passes trivially) on other platforms.
+//! On other platforms each test reports itself skipped.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -12,7 +12,7 @@ use kernel::mm::FRAMES;
 use kernel::mm::paging::phys_to_virt;
 use kernel::platform::dev::{self, GUEST_VMPL};
 use kernel::platform::{GuestExit, GuestStop, GuestVcpu, MemoryAccess, Platform};
-use kernel::{boot, check, check_eq, kernel_test};
+use kernel::{boot, check, check_eq, kernel_test, skip};
 
 /// Guest RAM the tests use for code and data (below the boot area, unused
 /// before the guest firmware starts).
@@ -104,7 +104,7 @@ fn run_vmpl0() -> alloc::vec::Vec<u8> {
 
 kernel_test! {
     fn vmgexit_run_vmpl0_is_a_request_with_the_state_in_the_vmsa() {
-        let Some(dev) = dev::state() else { return Ok(()) };
+        let Some(dev) = dev::state() else { skip!("not the dev platform") };
         let code = [
             &run_vmpl0()[..],
             &RDMSR,                        // the Run-VMPL response
@@ -136,7 +136,7 @@ kernel_test! {
 
 kernel_test! {
     fn touching_svsm_memory_stops_the_guest_with_a_report() {
-        let Some(dev) = dev::state() else { return Ok(()) };
+        let Some(dev) = dev::state() else { skip!("not the dev platform") };
         let target = boot::info().kernel_region.base + 0x1000;
         let address = (target as u32).to_le_bytes();
         let write = [0xC7, 0x05, address[0], address[1], address[2], address[3], 1, 0, 0, 0];
@@ -160,7 +160,7 @@ kernel_test! {
 
 kernel_test! {
     fn pages_the_rmp_denies_are_absent_from_the_nested_tables() {
-        let Some(dev) = dev::state() else { return Ok(()) };
+        let Some(dev) = dev::state() else { skip!("not the dev platform") };
         let page = 0x7000;
         let revoke = RmpAdjustAttributes {
             target_vmpl: GUEST_VMPL,
@@ -190,7 +190,7 @@ kernel_test! {
 
 kernel_test! {
     fn svm_instructions_and_plain_vmmcall_raise_ud_in_the_guest() {
-        let Some(dev) = dev::state() else { return Ok(()) };
+        let Some(dev) = dev::state() else { skip!("not the dev platform") };
         // Without an IDT, #UD escalates to a triple fault: shutdown.
         for code in [&[0x0F, 0x01, 0xDA][..], &[0x0F, 0x01, 0xD9], &[0x0F, 0x01, 0xDC]] {
             let guest = TinyGuest::new(code);
@@ -202,7 +202,7 @@ kernel_test! {
 
 kernel_test! {
     fn a_vmsa_without_svme_does_not_run() {
-        let Some(dev) = dev::state() else { return Ok(()) };
+        let Some(dev) = dev::state() else { skip!("not the dev platform") };
         let guest = TinyGuest::new(&run_vmpl0());
         guest.vmsa().efer = 0;
         check_eq!(guest.run(dev), GuestExit::Stopped(GuestStop::InvalidState));
@@ -211,7 +211,7 @@ kernel_test! {
 
 kernel_test! {
     fn termination_and_parking_stop_the_vcpu() {
-        let Some(dev) = dev::state() else { return Ok(()) };
+        let Some(dev) = dev::state() else { skip!("not the dev platform") };
         let terminate = [&mov_eax(0x100 | (1 << 12) | (3 << 16))[..], &XOR_EDX,
             &mov_ecx(0xC001_0130), &WRMSR, &VMGEXIT].concat();
         let guest = TinyGuest::new(&terminate);
@@ -224,7 +224,7 @@ kernel_test! {
 
 kernel_test! {
     fn acpi_soft_off_stops_the_guest_and_other_pm1a_writes_pass() {
-        let Some(dev) = dev::state() else { return Ok(()) };
+        let Some(dev) = dev::state() else { skip!("not the dev platform") };
         // mov edx, PM1a_CNT; SCI_EN alone (passed to the device);
         // then SLP_EN with sleep type 0 (QEMU's S5): the power-off.
         const OUT_DX_AX: [u8; 2] = [0x66, 0xEF];
@@ -241,7 +241,7 @@ kernel_test! {
 
 kernel_test! {
     fn bare_vmgexit_round_trip_cost() {
-        let Some(dev) = dev::state() else { return Ok(()) };
+        let Some(dev) = dev::state() else { skip!("not the dev platform") };
         const ROUNDS: u32 = 2000;
         // edi = ROUNDS; loop: SEV-info request by MSR protocol, VMGEXIT.
         let mut code = alloc::vec![0xBF];
@@ -267,7 +267,7 @@ kernel_test! {
 
 kernel_test! {
     fn guest_memory_accessor_refuses_svsm_memory() {
-        let Some(layout) = kernel::guest_mem::layout() else { return Ok(()) };
+        let Some(layout) = kernel::guest_mem::layout() else { skip!("no guest memory layout (not the dev platform)") };
         use kernel::guest_mem::GuestMemory;
         let memory = kernel::guest_mem::guest();
         let mut buf = [0u8; 8];

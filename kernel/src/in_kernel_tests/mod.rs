@@ -3,6 +3,7 @@
 
 mod cpu;
 mod dev;
+pub mod fatal;
 mod memory;
 mod platform;
 mod snp;
