@@ -20,10 +20,33 @@ pub fn device_problem(path: &str, errno: i32) -> String {
         libc::ENOENT => format!(
             "{path} does not exist: load the KVM module (`modprobe kvm_amd` or `modprobe kvm_intel`) and enable virtualization in the firmware setup"
         ),
-        libc::EACCES | libc::EPERM => format!(
-            "{path}: permission denied: add your user to the group that owns it (`sudo usermod -aG kvm $USER`, then log in again) or run as root"
-        ),
+        libc::EACCES | libc::EPERM => {
+            format!("{path}: permission denied: {}", permission_fix(path))
+        }
         e => format!("{path} cannot be opened: {}", std::io::Error::from_raw_os_error(e)),
+    }
+}
+
+/// How a user who may not open `path` read-write gets access.
+///
+/// /dev/kvm belongs to the `kvm` group on Fedora and Debian. /dev/sev does
+/// not: the ccp driver registers it without a mode, so devtmpfs creates it
+/// `crw------- root root` unless a udev rule changes that; so either root,
+/// or a local udev rule.
+pub fn permission_fix(path: &str) -> String {
+    if path == "/dev/sev" {
+        "/dev/sev is root-only unless a udev rule changes it (`ls -l /dev/sev`): run the launcher as root \
+         (`sudo`), or give a group access with a udev rule, e.g. \
+         `echo 'KERNEL==\"sev\", GROUP=\"kvm\", MODE=\"0660\"' | sudo tee /etc/udev/rules.d/65-sev.rules \
+         && sudo udevadm control --reload && sudo udevadm trigger /dev/sev`, and be in that group \
+         (`sudo usermod -aG kvm $USER`, then log in again); note that write access to /dev/sev \
+         also allows SEV platform-management commands (the kernel gates those on write access)"
+            .into()
+    } else {
+        format!(
+            "add your user to the group that owns {path} (see `ls -l {path}`; usually kvm: \
+             `sudo usermod -aG kvm $USER`, then log in again) or run as root"
+        )
     }
 }
 
@@ -105,7 +128,11 @@ mod tests {
     #[test]
     fn device_problems_name_the_fix() {
         assert!(device_problem("/dev/kvm", libc::ENOENT).contains("modprobe"));
-        assert!(device_problem("/dev/kvm", libc::EACCES).contains("usermod"));
+        assert!(device_problem("/dev/kvm", libc::EACCES).contains("usermod -aG kvm"));
+        let sev = device_problem("/dev/sev", libc::EACCES);
+        assert!(sev.contains("root-only"), "{sev}");
+        assert!(sev.contains("run the launcher as root"), "{sev}");
+        assert!(sev.contains("/etc/udev/rules.d/65-sev.rules"), "{sev}");
         assert!(device_problem("/dev/kvm", libc::EBUSY).contains("cannot be opened"));
     }
 

@@ -115,7 +115,7 @@ pub enum SnpError {
     Layout(#[from] LayoutError),
     /// More than one vCPU was asked for.
     #[error(
-        "--cpus {0}: SNP launches run one vCPU, because KVM measures the VMSA of every vCPU that exists at LAUNCH_FINISH; use --cpus 1 (the SVSM starts APs itself)"
+        "--cpus {0}: the SNP launch runs exactly one vCPU: the launcher creates only vCPU 0 and tells the guest a VP count of 1 (more would each need a VMSA measured at LAUNCH_FINISH, or creating for the guest's AP-creation requests, which this launcher does not do); use --cpus 1"
     )]
     Cpus(u32),
     /// The host lacks something the launch needs.

@@ -115,10 +115,16 @@ impl Checks<'_> {
                 self.fatal(format!("{path} does not exist"), missing_fix);
                 false
             }
-            Err(errno) => {
-                let text = host::device_problem(path, errno);
+            Err(libc::EACCES | libc::EPERM) => {
                 self.fatal(
-                    text,
+                    format!("{path}: permission denied (this user cannot open it read-write)"),
+                    host::permission_fix(path),
+                );
+                false
+            }
+            Err(errno) => {
+                self.fatal(
+                    host::device_problem(path, errno),
                     format!("give the launching user read-write access to {path}, or run as root"),
                 );
                 false
@@ -353,8 +359,8 @@ mod tests {
         let mut host = FakeHost::complete();
         host.devices.insert("/dev/kvm", libc::EACCES);
         let report = check(&host, 0, PlanesMode::Auto);
-        assert!(report.findings[0].problem.contains("permission denied"));
-        assert!(report.findings[0].problem.contains("usermod -aG kvm"));
+        assert!(report.findings[0].problem.contains("/dev/kvm: permission denied"));
+        assert!(report.findings[0].fix.contains("usermod -aG kvm"));
     }
 
     #[test]
@@ -372,7 +378,8 @@ mod tests {
         host.devices.insert("/dev/sev", libc::EACCES);
         let f = only_finding(host, 0, PlanesMode::Auto);
         assert!(f.problem.contains("/dev/sev: permission denied"));
-        assert!(f.fix.contains("read-write access to /dev/sev"));
+        assert!(f.fix.contains("run the launcher as root"), "{}", f.fix);
+        assert!(f.fix.contains("KERNEL==\"sev\", GROUP=\"kvm\", MODE=\"0660\""), "{}", f.fix);
     }
 
     #[test]
