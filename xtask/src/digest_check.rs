@@ -1,7 +1,9 @@
 //! The launch digest of a built IGVM file, checked against independent
-//! implementations: the `igvm` crate's measurement, and the page-hash
-//! context of `sev-snp-measure` (PyPI) replaying our page log over the
-//! file's own pages.
+//! implementations: the `igvm` crate's measurement, the page-hash context
+//! of `sev-snp-measure` (PyPI) replaying our page log over the file's own
+//! pages, and the pages the launcher would hand KVM for an SNP launch
+//! (its own prepare/launch sequence against its fake KVM, ending with the
+//! VMSA KVM would build from the vCPU state the launcher sets).
 //!
 //! Our digest (`measure`) is what the build records and what a guest
 //! owner compares with the attestation report's MEASUREMENT, so a wrong
@@ -158,6 +160,17 @@ pub fn cross_check(env: &Env, igvm: &Path) -> Result<String> {
         bail!("{}: ours {ours_hex}, sev-snp-measure's replay {replayed}", igvm.display());
     }
     agreeing.push("sev-snp-measure");
+
+    let launcher = launcher::snp::measure::expected_launch_digest(&bytes)
+        .with_context(|| format!("the launcher's SNP launch of {}", igvm.display()))?;
+    let launcher = measure::hex(&launcher);
+    if launcher != ours_hex {
+        bail!(
+            "{}: ours {ours_hex}, the launcher's LAUNCH_UPDATE sequence {launcher}",
+            igvm.display()
+        );
+    }
+    agreeing.push("the launcher's launch sequence");
 
     Ok(format!(
         "{}: launch digest {}… ({} pages) equals {}",

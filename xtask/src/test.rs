@@ -63,7 +63,10 @@ pub fn run(env: &Env, args: &TestArgs) -> Result<()> {
     let tiers: Vec<Tier> = match args.platform {
         TestPlatform::Dev => vec![
             ("host unit tests", Box::new(host_unit_tests)),
-            ("launch digest of the built images (igvm crate, sev-snp-measure)", Box::new(digests)),
+            (
+                "launch digest of the built images (igvm crate, sev-snp-measure, launcher)",
+                Box::new(digests),
+            ),
             (
                 "in-kernel tests, dev platform (QEMU TCG, SVM+NPT)",
                 Box::new(|env: &Env| kernel_tests(env, qemu::DEV_PLATFORM_CPU, Skips::Refused)),
