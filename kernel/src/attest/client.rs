@@ -1,5 +1,7 @@
 //! The SVSM's side of SNP guest requests: MSG_REPORT_REQ at VMPL0 under
-//! VMPCK0, plain or extended (with the host's certificate table).
+//! VMPCK0, plain or extended (with the host's certificate table), for a
+//! report signed by the VCEK (KEY_SEL = 1, never the VLEK: the verifier
+//! checks ARK -> ASK -> VCEK chains only).
 //!
 //! AES-GCM fails badly if an IV is used twice with different plaintext, and
 //! the IV is the sequence number, so the client follows the rules the PSP
@@ -17,7 +19,7 @@
 //!   loudly instead of ever risking an IV reuse.
 
 use abi::attestation::{
-    GUEST_MSG_PAGE_SIZE, KEY_SEL_ANY, REPORT_REQ_MSG_VERSION, REPORT_SIZE, REPORT_STATUS_SUCCESS,
+    GUEST_MSG_PAGE_SIZE, KEY_SEL_VCEK, REPORT_REQ_MSG_VERSION, REPORT_SIZE, REPORT_STATUS_SUCCESS,
     ReportRequest, ReportResponse, cert_table_extent, msg_type,
 };
 use zerocopy::{FromBytes, IntoBytes};
@@ -125,8 +127,7 @@ impl<T: GuestRequestTransport> GuestRequestClient<T> {
         &mut self.transport
     }
 
-    /// Requests a VMPL0 report (signed by the VLEK if the host installed one,
-    /// else the VCEK) with `report_data`; with
+    /// Requests a VMPL0 report signed by the VCEK with `report_data`; with
     /// `certs`, an extended request that also fetches the certificate table.
     pub fn report(
         &mut self,
@@ -136,11 +137,14 @@ impl<T: GuestRequestTransport> GuestRequestClient<T> {
         let request = ReportRequest {
             report_data: *report_data,
             vmpl: 0,
-            // 0 = the VLEK if the host installed one, else the VCEK. Firmware
-            // before KEY_SEL existed requires these bits to be zero, so this
-            // is the one value every SNP firmware accepts (Linux and COCONUT
-            // send it too).
-            key_sel: KEY_SEL_ANY,
+            // The VCEK, explicitly: 0 would mean "the VLEK if the host
+            // installed one", and a VLEK-signed report chains to AMD's ASVK,
+            // which our verifier (`cargo xtask verify`) does not accept.
+            // Firmware older than KEY_SEL (before VLEKs existed) has these
+            // bits reserved; if such a firmware refuses the value,
+            // the request fails with the firmware's status and the key is
+            // kept (RequestError::Firmware).
+            key_sel: KEY_SEL_VCEK,
             reserved: [0; 24],
         };
         let mut response = [0u8; GUEST_MSG_PAGE_SIZE];

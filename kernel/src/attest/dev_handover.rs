@@ -1,9 +1,13 @@
 //! The development PSP's keys arrive in the boot image: the xtask writes a
-//! [`DevPspParams`] block at [`DEV_PSP_PARAMS_GPA`] in pages of the IGVM's
-//! native platform only (the SNP platform never carries them). At boot the
-//! dev platform copies it into the SVSM, wipes the pages (they become guest
-//! memory), and installs a guest-request client over the development PSP as
-//! the report source.
+//! [`DevPspParams`] block at the fixed GPA `DEV_PSP_PARAMS_GPA` as page
+//! data of the IGVM's native platform only (the SNP platform never carries
+//! them, so the SNP launch digest does not cover them). It is page data,
+//! not an IGVM parameter area: a parameter area is filled by the loader
+//! with what it knows at load time, and these keys are a build-time input
+//! of the xtask that no loader knows about. At boot the dev platform copies
+//! the block into the SVSM, wipes the pages (they become guest memory), and
+//! installs a guest-request client over the development PSP as the report
+//! source.
 
 #[cfg(target_os = "none")]
 use abi::attestation::{DEV_PSP_PARAMS_GPA, DEV_PSP_PARAMS_MAX_SIZE};

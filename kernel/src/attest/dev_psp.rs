@@ -7,9 +7,23 @@
 //! little-endian) and seals the response.
 //!
 //! Its keys come from the xtask's per-build-folder development chain
-//! through [`abi::attestation::DevPspParams`]; nothing it signs proves
-//! anything outside development. Kernel feature `dev-psp`: an SNP build
-//! leaves it out.
+//! through [`abi::attestation::DevPspParams`], which the boot image carries
+//! as page data of the IGVM's native platform at a fixed GPA (not an IGVM
+//! parameter area: the keys are a build-time input no loader knows about;
+//! see [`super::dev_handover`]). Nothing it signs proves anything outside
+//! development:
+//! - its MEASUREMENT is the image's SNP launch digest, which covers the SNP
+//!   platform's kernel (built without this module), not the native kernel
+//!   that actually runs on the dev platform; it is reported so that a
+//!   development report is checked against the same expected value as a
+//!   real report of the same image;
+//! - the ID-block fields (FAMILY_ID, IMAGE_ID, GUEST_SVN, ID_KEY_DIGEST,
+//!   AUTHOR_KEY_DIGEST with KEY_INFO's AUTHOR_KEY_EN) and HOST_DATA are
+//!   what the xtask computed a real PSP would report for the image.
+//!
+//! Kernel feature `dev-psp`, native platform's kernel only: the SNP
+//! platform's kernel does not contain it (`cargo xtask test` checks the
+//! built ELFs).
 
 use alloc::vec::Vec;
 
@@ -146,6 +160,11 @@ impl DevPsp {
         report.current_tcb = p.current_tcb;
         report.platform_info = p.platform_info;
         report.key_info = key_info::SIGNING_KEY_VCEK << key_info::SIGNING_KEY_SHIFT;
+        if p.author_key_digest != [0; 48] {
+            // The firmware sets AUTHOR_KEY_EN when the ID block was signed
+            // with an author key, whose digest it then reports.
+            report.key_info |= key_info::AUTHOR_KEY_EN;
+        }
         report.report_data = request.report_data;
         report.measurement = p.measurement;
         report.host_data = p.host_data;

@@ -95,6 +95,44 @@ fn a_report_has_every_field_and_a_valid_signature() {
 }
 
 #[test]
+fn id_block_fields_and_the_author_key_flag_are_reported() {
+    let mut p = params();
+    p.family_id = [0xFA; 16];
+    p.image_id = [0x1A; 16];
+    p.guest_svn = 7;
+    p.id_key_digest = [0x1D; 48];
+    let psp = DevPsp::new(&p, &[], [0; 32]).unwrap();
+    let request = ReportRequest { report_data: [0; 64], vmpl: 0, key_sel: 1, reserved: [0; 24] };
+    let r = psp.signed_report(&request);
+    assert_eq!((r.family_id, r.image_id, r.guest_svn), ([0xFA; 16], [0x1A; 16], 7));
+    assert_eq!((r.id_key_digest, r.author_key_digest), ([0x1D; 48], [0; 48]));
+    assert_eq!(r.key_info & key_info::AUTHOR_KEY_EN, 0, "no author key");
+    p.author_key_digest = [0xAA; 48];
+    let r = DevPsp::new(&p, &[], [0; 32]).unwrap().signed_report(&request);
+    assert_eq!(r.author_key_digest, [0xAA; 48]);
+    assert_eq!(r.key_info & key_info::AUTHOR_KEY_EN, key_info::AUTHOR_KEY_EN);
+    assert_eq!(r.signing_key(), key_info::SIGNING_KEY_VCEK);
+}
+
+/// The SVSM asks for the VCEK explicitly: 0 would let a host with a VLEK
+/// installed have the report signed by a key our verifier does not accept.
+#[test]
+fn the_client_requests_a_vcek_signed_report() {
+    let mut client = scripted(Vec::new());
+    client.report(&[0x11; 64], None).unwrap();
+    let mut sent = client.transport().delivered[0];
+    let info = MessageInfo {
+        seqno: 1,
+        msg_type: msg_type::REPORT_REQ,
+        msg_version: abi::attestation::REPORT_REQ_MSG_VERSION,
+    };
+    let payload = guest_msg::open(&Vmpck::new(VMPCK0, 0), info, &mut sent).unwrap();
+    let request = ReportRequest::read_from_bytes(payload).unwrap();
+    assert_eq!(request.key_sel, KEY_SEL_VCEK);
+    assert_eq!((request.vmpl, request.report_data), (0, [0x11; 64]));
+}
+
+#[test]
 fn sequence_numbers_advance_by_two_and_never_repeat() {
     let mut client = client();
     assert_eq!(client.last_seqno(), 0);
@@ -254,7 +292,10 @@ fn invalid_report_requests_get_a_firmware_status_and_keep_the_key() {
     let mut request =
         ReportRequest { report_data: [0; 64], vmpl: 0, key_sel: 2, reserved: [0; 24] };
     assert_eq!(psp.answer(request.as_bytes()).header.status, REPORT_STATUS_INVALID_KEY);
+    request.key_sel = KEY_SEL_VCEK;
+    assert_eq!(psp.answer(request.as_bytes()).header.status, REPORT_STATUS_SUCCESS);
     request.key_sel = 0;
+    assert_eq!(psp.answer(request.as_bytes()).header.status, REPORT_STATUS_SUCCESS);
     request.vmpl = 4;
     assert_eq!(psp.answer(request.as_bytes()).header.status, REPORT_STATUS_INVALID_PARAM);
     request.vmpl = 3;
