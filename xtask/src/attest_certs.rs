@@ -19,8 +19,30 @@
 //! "dev": nothing here can be mistaken for AMD's chain.
 //!
 //! The chain, VMPCK0 and the chip ID are generated once per build folder
-//! (`build/attest/`) and handed to the development PSP through
-//! [`dev_psp_params`] in an IGVM page of the native platform only.
+//! (`build/attest/`) and handed to the development PSP by [`with_dev_psp`].
+//!
+//! Two things about that hand-over a reader must know:
+//!
+//! - It is **page data of the IGVM's native platform at a fixed GPA**
+//!   (`abi::attestation::DEV_PSP_PARAMS_GPA`), not an IGVM parameter area
+//!   (the issue asked for "an IGVM parameter"). A parameter area is filled
+//!   by the loader (QEMU, the launcher) with facts it knows at load time;
+//!   these keys are a build-time input no loader knows about. Page data
+//!   with the native compatibility mask is loaded only on the dev platform
+//!   and is not part of the SNP platform's pages, so the SNP launch digest
+//!   stays what it is without it (checked on every build). The kernel reads
+//!   the block there and wipes it before the guest gets the memory
+//!   (`kernel::attest::dev_handover`).
+//! - The MEASUREMENT it reports is **the image's SNP launch digest**, which
+//!   covers the SNP platform's kernel (built without the development PSP),
+//!   not the native kernel that actually runs on the dev platform (the
+//!   native platform has no launch digest at all). It is chosen so that a
+//!   development report is checked against the same expected value
+//!   (`svsm.igvm.digest`) as a real one of the same image; it proves nothing
+//!   about the code running in a development boot. Likewise the ID-block
+//!   fields (FAMILY_ID, IMAGE_ID, GUEST_SVN, ID_KEY_DIGEST,
+//!   AUTHOR_KEY_DIGEST) are what a real PSP would report after launching the
+//!   file's SNP platform ([`LaunchIdentity::of_igvm`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -116,8 +138,15 @@ pub fn create(dir: &Path, bits: usize, tag: &str) -> Result<DevChain> {
     Ok(chain)
 }
 
-/// Generates a new chain (`bits`-bit ARK/ASK); `tag` goes into every CN.
+/// Generates a new chain (`bits`-bit ARK/ASK), valid from yesterday; `tag`
+/// goes into every CN.
 pub fn generate(bits: usize, tag: &str) -> Result<DevChain> {
+    generate_valid_from(bits, tag, SystemTime::now() - Duration::from_secs(86400))
+}
+
+/// Generates a new chain whose certificates are valid from `not_before`
+/// (ARK and ASK for 25 years, the VCEK for 7, as AMD's).
+pub fn generate_valid_from(bits: usize, tag: &str, not_before: SystemTime) -> Result<DevChain> {
     let mut rng = rsa::rand_core::UnwrapErr(getrandom::SysRng);
     let ark_key = rsa::PrivateKey::new(&mut rng, bits).context("generating the ARK key")?;
     let ask_key = rsa::PrivateKey::new(&mut rng, bits).context("generating the ASK key")?;
@@ -131,7 +160,7 @@ pub fn generate(bits: usize, tag: &str) -> Result<DevChain> {
     let ark_name = amd_style_name(&format!("ARK-{product}-{tag}"))?;
     let ask_name = amd_style_name(&format!("SEV-{product}-{tag}"))?;
     let vcek_name = amd_style_name(&format!("SEV-VCEK-{tag}"))?;
-    let now = SystemTime::now() - Duration::from_secs(86400);
+    let now = not_before;
     let years = |n: u64| now + Duration::from_secs(n * 365 * 86400);
 
     let ark_spki = rsa_spki(&ark_key)?;
@@ -186,7 +215,7 @@ pub fn generate(bits: usize, tag: &str) -> Result<DevChain> {
     Ok(DevChain { ark, ask, vcek, vcek_key, vmpck0, chip_id })
 }
 
-fn store(chain: &DevChain, dir: &Path) -> Result<()> {
+pub(crate) fn store(chain: &DevChain, dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     for (file, der) in [(ARK_FILE, &chain.ark), (ASK_FILE, &chain.ask), (VCEK_FILE, &chain.vcek)] {
         let pem = der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, der)?;
@@ -232,11 +261,117 @@ fn load(dir: &Path) -> Result<DevChain> {
     })
 }
 
-/// The development PSP's hand-over for an image whose SNP launch digest is
-/// `measurement` and whose SNP guest policy is `policy`: the bytes the
-/// IGVM builder puts at `abi::attestation::DEV_PSP_PARAMS_GPA`, native
-/// platform only.
-pub fn dev_psp_params(chain: &DevChain, measurement: [u8; 48], policy: u64) -> Result<Vec<u8>> {
+/// HOST_DATA of development launches. A real PSP reports the 32 bytes the
+/// host gave LAUNCH_FINISH; on the dev platform there is no launch command
+/// and the development PSP's facts are fixed when the image is built, so it
+/// reports what the project's launcher and QEMU pass by default: zero.
+pub const DEV_HOST_DATA: [u8; 32] = [0; 32];
+
+/// What a PSP reports about the launched image (besides the platform's own
+/// facts): what LAUNCH_START, LAUNCH_UPDATE and LAUNCH_FINISH gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaunchIdentity {
+    /// The SNP launch digest (MEASUREMENT).
+    pub measurement: [u8; 48],
+    /// The guest policy.
+    pub policy: u64,
+    /// HOST_DATA (LAUNCH_FINISH).
+    pub host_data: [u8; 32],
+    /// FAMILY_ID of the ID block (zero without one).
+    pub family_id: [u8; 16],
+    /// IMAGE_ID of the ID block.
+    pub image_id: [u8; 16],
+    /// GUEST_SVN of the ID block.
+    pub guest_svn: u32,
+    /// SHA-384 of the ID key (AMD's 0x404-byte public-key structure).
+    pub id_key_digest: [u8; 48],
+    /// SHA-384 of the author key, if the ID block enables it.
+    pub author_key_digest: [u8; 48],
+}
+
+impl Default for LaunchIdentity {
+    /// All zero: no launch digest, policy or ID block.
+    fn default() -> LaunchIdentity {
+        LaunchIdentity {
+            measurement: [0; 48],
+            policy: 0,
+            host_data: [0; 32],
+            family_id: [0; 16],
+            image_id: [0; 16],
+            guest_svn: 0,
+            id_key_digest: [0; 48],
+            author_key_digest: [0; 48],
+        }
+    }
+}
+
+impl LaunchIdentity {
+    /// What a PSP would report after launching the SNP platform of `file`
+    /// with `host_data`: its launch digest and guest policy and, if it has
+    /// an ID block, that block's fields and key digests. An ID block whose
+    /// launch digest is not the file's is refused, as LAUNCH_FINISH would.
+    pub fn of_igvm(file: &igvm::IgvmFile, host_data: [u8; 32]) -> Result<LaunchIdentity> {
+        let measurement = crate::measure::measure_snp(file)?.digest;
+        let policy = file
+            .initializations()
+            .iter()
+            .find_map(|init| match init {
+                igvm::IgvmInitializationHeader::GuestPolicy { policy, .. } => Some(*policy),
+                _ => None,
+            })
+            .context("the IGVM file has no SNP guest policy")?;
+        let mut identity = LaunchIdentity { measurement, policy, host_data, ..Default::default() };
+        let id_block = file.directives().iter().find(|d| {
+            matches!(d, igvm::IgvmDirectiveHeader::SnpIdBlock { compatibility_mask, .. }
+                if compatibility_mask & abi::layout::SNP_PLATFORM_MASK != 0)
+        });
+        if let Some(igvm::IgvmDirectiveHeader::SnpIdBlock {
+            ld,
+            family_id,
+            image_id,
+            guest_svn,
+            id_public_key,
+            author_key_enabled,
+            author_public_key,
+            ..
+        }) = id_block
+        {
+            ensure!(
+                *ld == measurement,
+                "the IGVM file's ID block is for launch digest {}, the file's is {}: an SNP host \
+                 would refuse to launch it",
+                crate::attest_verify::hex(ld),
+                crate::attest_verify::hex(&measurement)
+            );
+            identity.family_id = *family_id;
+            identity.image_id = *image_id;
+            identity.guest_svn = *guest_svn;
+            identity.id_key_digest = key_digest(id_public_key);
+            if *author_key_enabled != 0 {
+                identity.author_key_digest = key_digest(author_public_key);
+            }
+        }
+        Ok(identity)
+    }
+}
+
+/// ID_KEY_DIGEST / AUTHOR_KEY_DIGEST: SHA-384 of the key in AMD's 0x404-byte
+/// public-key structure (CURVE u32 @0, QX[72] @4, QY[72] @0x4C, zero to the
+/// end; virtee `sev`'s `generate_key_digest` hashes the same bytes). IGVM
+/// stores the key with a reserved u32 after the curve, which AMD's layout
+/// does not have.
+pub fn key_digest(key: &igvm_defs::IGVM_VHS_SNP_ID_BLOCK_PUBLIC_KEY) -> [u8; 48] {
+    let mut amd = [0u8; 0x404];
+    amd[..4].copy_from_slice(&key.curve.to_le_bytes());
+    amd[4..0x4C].copy_from_slice(&key.qx);
+    amd[0x4C..0x94].copy_from_slice(&key.qy);
+    Sha384::digest(amd).into()
+}
+
+/// The development PSP's hand-over for an image launched as `launch`
+/// describes: the bytes the IGVM builder puts at
+/// `abi::attestation::DEV_PSP_PARAMS_GPA`, native platform only.
+pub fn dev_psp_params(chain: &DevChain, launch: &LaunchIdentity) -> Result<Vec<u8>> {
     let tcb = DEV_TCB.encode(DEV_GENERATION);
     let mut params = DevPspParams::new_zeroed();
     params.magic = DEV_PSP_PARAMS_MAGIC;
@@ -244,8 +379,14 @@ pub fn dev_psp_params(chain: &DevChain, measurement: [u8; 48], policy: u64) -> R
     params.vmpck0 = chain.vmpck0;
     params.vcek_private.copy_from_slice(&chain.vcek_key.to_bytes());
     params.chip_id = chain.chip_id;
-    params.measurement = measurement;
-    params.policy = policy;
+    params.measurement = launch.measurement;
+    params.policy = launch.policy;
+    params.host_data = launch.host_data;
+    params.family_id = launch.family_id;
+    params.image_id = launch.image_id;
+    params.guest_svn = launch.guest_svn;
+    params.id_key_digest = launch.id_key_digest;
+    params.author_key_digest = launch.author_key_digest;
     params.platform_info = abi::attestation::platform_info::SMT_EN;
     params.current_tcb = tcb;
     params.reported_tcb = tcb;
@@ -268,28 +409,24 @@ pub fn dev_psp_params(chain: &DevChain, measurement: [u8; 48], policy: u64) -> R
 }
 
 /// Adds the development PSP's hand-over to an assembled IGVM file: the
-/// chain of `chain_dir` (created on first use), VMPCK0 and the file's own
-/// SNP launch digest and policy, as pages at `DEV_PSP_PARAMS_GPA` for the
-/// native platform only. The SNP platform's pages, and so its launch
+/// chain of `chain_dir` (created on first use), VMPCK0 and what a real PSP
+/// would report for the file's SNP platform ([`LaunchIdentity::of_igvm`],
+/// HOST_DATA [`DEV_HOST_DATA`]), as page data at `DEV_PSP_PARAMS_GPA` for
+/// the native platform only. The SNP platform's pages, and so its launch
 /// digest, do not change (checked).
 ///
 /// Hook for the IGVM builder: call it on the assembled file of a build
-/// whose kernel has feature `dev-psp`, before serializing.
+/// whose native kernel has feature `dev-psp`, before serializing.
 pub fn with_dev_psp(file: &igvm::IgvmFile, chain_dir: &Path) -> Result<igvm::IgvmFile> {
     let chain = load_or_create(chain_dir)?;
-    let before = crate::measure::measure_snp(file)?.digest;
-    let policy = file
-        .initializations()
-        .iter()
-        .find_map(|init| match init {
-            igvm::IgvmInitializationHeader::GuestPolicy { policy, .. } => Some(*policy),
-            _ => None,
-        })
-        .context("the IGVM file has no SNP guest policy")?;
-    let params = dev_psp_params(&chain, before, policy)?;
+    let launch = LaunchIdentity::of_igvm(file, DEV_HOST_DATA)?;
+    let params = dev_psp_params(&chain, &launch)?;
     let with = add_native_pages(file, abi::attestation::DEV_PSP_PARAMS_GPA, &params)?;
     let after = crate::measure::measure_snp(&with)?.digest;
-    ensure!(before == after, "adding the development PSP's pages changed the SNP launch digest");
+    ensure!(
+        launch.measurement == after,
+        "adding the development PSP's pages changed the SNP launch digest"
+    );
     Ok(with)
 }
 

@@ -91,7 +91,9 @@ impl GuestMemory for Memory {
 /// Runs ATTEST_SERVICES with `nonce` against a development PSP built from
 /// `chain` for an image with launch digest `measurement`.
 pub fn attest_services(chain: &DevChain, measurement: [u8; 48], nonce: &[u8]) -> Result<Sample> {
-    let handover = attest_certs::dev_psp_params(chain, measurement, 0x30000)?;
+    let launch =
+        attest_certs::LaunchIdentity { measurement, policy: 0x30000, ..Default::default() };
+    let handover = attest_certs::dev_psp_params(chain, &launch)?;
     let (params, table) = DevPspParams::parse(&handover).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let mut report_id = [0u8; 32];
     getrandom::fill(&mut report_id).context("random REPORT_ID")?;

@@ -2,6 +2,7 @@
 //! AMD Turin VCEK from the `sev` crate's fixtures) and its hand-over.
 
 use std::sync::OnceLock;
+use std::time::UNIX_EPOCH;
 
 use abi::attestation::find_certificate;
 use der::Encode;
@@ -9,17 +10,29 @@ use der::Encode;
 use super::*;
 use crate::attest_verify::test_fixtures;
 
+/// 2026-01-01T00:00:00Z: the test chains are valid from then (VCEK until
+/// 2033, ARK and ASK until 2051), whenever the tests run.
+pub fn test_chain_valid_from() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_767_225_600)
+}
+
 /// One development chain (RSA-4096, as shipped) shared by the tests.
 pub fn test_chain() -> &'static DevChain {
     static CHAIN: OnceLock<DevChain> = OnceLock::new();
-    CHAIN.get_or_init(|| generate(ARK_ASK_BITS, "test").expect("generating a development chain"))
+    CHAIN.get_or_init(|| {
+        generate_valid_from(ARK_ASK_BITS, "test", test_chain_valid_from())
+            .expect("generating a development chain")
+    })
 }
 
 /// A second, unrelated chain (RSA-2048 to save time: only its signatures
 /// matter).
 pub fn other_chain() -> &'static DevChain {
     static CHAIN: OnceLock<DevChain> = OnceLock::new();
-    CHAIN.get_or_init(|| generate(2048, "other").expect("generating a development chain"))
+    CHAIN.get_or_init(|| {
+        generate_valid_from(2048, "other", test_chain_valid_from())
+            .expect("generating a development chain")
+    })
 }
 
 fn cert(der: &[u8]) -> Certificate {
@@ -119,24 +132,36 @@ fn the_chain_is_created_once_per_folder() {
 #[test]
 fn the_hand_over_carries_keys_platform_facts_and_certificates() {
     let chain = test_chain();
-    let bytes = dev_psp_params(chain, [0x77; 48], 0x30000).unwrap();
+    let launch = LaunchIdentity {
+        measurement: [0x77; 48],
+        policy: 0x30000,
+        host_data: [0x4D; 32],
+        family_id: [0xFA; 16],
+        image_id: [0x1A; 16],
+        guest_svn: 5,
+        id_key_digest: [0x1D; 48],
+        author_key_digest: [0xAD; 48],
+    };
+    let bytes = dev_psp_params(chain, &launch).unwrap();
     let (params, table) = DevPspParams::parse(&bytes).unwrap();
     assert_eq!(params.vmpck0, chain.vmpck0);
     assert_eq!(&params.vcek_private[..], &chain.vcek_key.to_bytes()[..]);
     assert_eq!(params.measurement, [0x77; 48]);
     assert_eq!(params.policy, 0x30000);
+    assert_eq!(params.host_data, [0x4D; 32]);
+    assert_eq!((params.family_id, params.image_id, params.guest_svn), ([0xFA; 16], [0x1A; 16], 5));
+    assert_eq!((params.id_key_digest, params.author_key_digest), ([0x1D; 48], [0xAD; 48]));
     assert_eq!(params.chip_id, chain.chip_id);
     assert_eq!(TcbVersion::decode(params.reported_tcb, DEV_GENERATION), DEV_TCB);
     assert_eq!(find_certificate(table, CERT_GUID_VCEK), Ok(Some(chain.vcek.as_slice())));
     assert_eq!(find_certificate(table, CERT_GUID_ARK), Ok(Some(chain.ark.as_slice())));
 }
 
-#[test]
-fn the_hand_over_goes_into_native_pages_without_changing_the_snp_digest() {
+/// A small two-platform IGVM file (SNP and native), with `extra`
+/// directives appended.
+fn two_platform_file(extra: Vec<igvm::IgvmDirectiveHeader>) -> igvm::IgvmFile {
     use abi::layout::{NATIVE_PLATFORM_MASK, SNP_PLATFORM_MASK};
-    use igvm::{
-        IgvmDirectiveHeader, IgvmFile, IgvmInitializationHeader, IgvmPlatformHeader, IsolationType,
-    };
+    use igvm::{IgvmDirectiveHeader, IgvmFile, IgvmInitializationHeader, IgvmPlatformHeader};
     use igvm_defs::{
         IGVM_VHS_SUPPORTED_PLATFORM, IgvmPageDataFlags, IgvmPageDataType, IgvmPlatformType,
     };
@@ -156,7 +181,12 @@ fn the_hand_over_goes_into_native_pages_without_changing_the_snp_digest() {
         data_type: IgvmPageDataType::NORMAL,
         data: vec![0xAB; 4096],
     };
-    let file = IgvmFile::new(
+    let mut directives = vec![
+        page(0x10_0000, SNP_PLATFORM_MASK | NATIVE_PLATFORM_MASK),
+        page(0xFFFF_F000, SNP_PLATFORM_MASK),
+    ];
+    directives.extend(extra);
+    IgvmFile::new(
         igvm::IgvmRevision::V2 { arch: igvm::Arch::X64, page_size: 4096 },
         vec![
             platform(SNP_PLATFORM_MASK, IgvmPlatformType::SEV_SNP, 2),
@@ -166,12 +196,29 @@ fn the_hand_over_goes_into_native_pages_without_changing_the_snp_digest() {
             policy: 0x30000,
             compatibility_mask: SNP_PLATFORM_MASK,
         }],
-        vec![
-            page(0x10_0000, SNP_PLATFORM_MASK | NATIVE_PLATFORM_MASK),
-            page(0xFFFF_F000, SNP_PLATFORM_MASK),
-        ],
+        directives,
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// The development PSP's hand-over pages of `file`, joined.
+fn handover_of(file: &igvm::IgvmFile) -> Vec<u8> {
+    let base = abi::attestation::DEV_PSP_PARAMS_GPA;
+    let mut handover = Vec::new();
+    for directive in file.directives() {
+        if let igvm::IgvmDirectiveHeader::PageData { gpa, data, .. } = directive
+            && (base..base + abi::attestation::DEV_PSP_PARAMS_MAX_SIZE as u64).contains(gpa)
+        {
+            handover.extend_from_slice(data);
+        }
+    }
+    handover
+}
+
+#[test]
+fn the_hand_over_goes_into_native_pages_without_changing_the_snp_digest() {
+    use igvm::{IgvmDirectiveHeader, IgvmFile, IsolationType};
+    let file = two_platform_file(Vec::new());
     let dir = std::env::temp_dir().join(format!("attest-hook-{}", std::process::id()));
     store(test_chain(), &dir).unwrap();
     let with = with_dev_psp(&file, &dir).unwrap();
@@ -198,16 +245,77 @@ fn the_hand_over_goes_into_native_pages_without_changing_the_snp_digest() {
     assert!(has_keys(IsolationType::NotIsolated));
     assert!(!has_keys(IsolationType::Snp));
     let digest = crate::measure::measure_snp(&file).unwrap().digest;
-    let base = abi::attestation::DEV_PSP_PARAMS_GPA;
-    let mut handover = Vec::new();
-    for directive in with.directives() {
-        if let IgvmDirectiveHeader::PageData { gpa, data, .. } = directive
-            && (base..base + abi::attestation::DEV_PSP_PARAMS_MAX_SIZE as u64).contains(gpa)
-        {
-            handover.extend_from_slice(data);
-        }
-    }
+    let handover = handover_of(&with);
     let (params, _) = DevPspParams::parse(&handover).unwrap();
     assert_eq!(params.measurement, digest, "MEASUREMENT is the file's SNP launch digest");
+    assert_eq!((params.family_id, params.id_key_digest), ([0; 16], [0; 48]), "no ID block");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// ID_KEY_DIGEST computed here from the key itself: SHA-384 of AMD's
+/// public-key structure, CURVE 2 then Qx and Qy little-endian in 72 bytes
+/// each, zero to 0x404 bytes.
+fn amd_key_digest(key: &p384::ecdsa::SigningKey) -> [u8; 48] {
+    use p384::elliptic_curve::sec1::ToSec1Point;
+    let point = key.verifying_key().as_affine().to_sec1_point(false);
+    let mut bytes = 2u32.to_le_bytes().to_vec();
+    for coordinate in [point.x().unwrap(), point.y().unwrap()] {
+        let mut little = coordinate.to_vec();
+        little.reverse();
+        little.resize(72, 0);
+        bytes.extend(little);
+    }
+    bytes.resize(0x404, 0);
+    Sha384::digest(&bytes).into()
+}
+
+/// An image built with `--id-key`: the development PSP reports its ID
+/// block's fields and key digest, as a real PSP would after LAUNCH_FINISH.
+#[test]
+fn the_dev_psp_reports_the_images_id_block() {
+    use crate::id_block;
+    let key = p384::ecdsa::SigningKey::from_slice(&[0x17; 48]).unwrap();
+    let plain = two_platform_file(Vec::new());
+    let digest = crate::measure::measure_snp(&plain).unwrap().digest;
+    let snp = abi::layout::SNP_PLATFORM_MASK;
+    let signed = two_platform_file(vec![id_block::directive(&key, &digest, 0x30000, snp)]);
+    assert_eq!(crate::measure::measure_snp(&signed).unwrap().digest, digest, "not measured");
+
+    let launch = LaunchIdentity::of_igvm(&signed, [0x4D; 32]).unwrap();
+    assert_eq!(launch.measurement, digest);
+    assert_eq!(launch.policy, 0x30000);
+    assert_eq!(launch.host_data, [0x4D; 32]);
+    assert_eq!((launch.family_id, launch.image_id), (id_block::FAMILY_ID, id_block::IMAGE_ID));
+    assert_eq!(launch.guest_svn, id_block::GUEST_SVN);
+    assert_eq!(launch.id_key_digest, amd_key_digest(&key));
+    assert_eq!(launch.author_key_digest, [0; 48], "no author key");
+    let other_key = p384::ecdsa::SigningKey::from_slice(&[0x18; 48]).unwrap();
+    assert_ne!(launch.id_key_digest, amd_key_digest(&other_key));
+
+    // Through the hand-over into a report of the kernel's development PSP.
+    let dir = std::env::temp_dir().join(format!("attest-idblock-{}", std::process::id()));
+    store(test_chain(), &dir).unwrap();
+    let with = with_dev_psp(&signed, &dir).unwrap();
+    let handover = handover_of(&with);
+    let (params, table) = DevPspParams::parse(&handover).unwrap();
+    let psp = kernel::attest::dev_psp::DevPsp::new(&params, table, [0; 32]).unwrap();
+    let request = abi::attestation::ReportRequest {
+        report_data: [0; 64],
+        vmpl: 0,
+        key_sel: abi::attestation::KEY_SEL_VCEK,
+        reserved: [0; 24],
+    };
+    let report = psp.signed_report(&request);
+    assert_eq!(report.measurement, digest);
+    assert_eq!((report.family_id, report.image_id), (id_block::FAMILY_ID, id_block::IMAGE_ID));
+    assert_eq!(report.guest_svn, id_block::GUEST_SVN);
+    assert_eq!(report.id_key_digest, amd_key_digest(&key));
+    assert_eq!(report.host_data, DEV_HOST_DATA);
+    assert_eq!(report.key_info & abi::attestation::key_info::AUTHOR_KEY_EN, 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // An ID block for another launch digest: LAUNCH_FINISH would refuse it.
+    let stale = two_platform_file(vec![id_block::directive(&key, &[0x42; 48], 0x30000, snp)]);
+    let error = LaunchIdentity::of_igvm(&stale, [0; 32]).unwrap_err().to_string();
+    assert!(error.contains("would refuse to launch it"), "{error}");
 }
