@@ -32,6 +32,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use abi::attestation::{
     CERT_GUID_ARK, CERT_GUID_ASK, CERT_GUID_VCEK, Guid, VTPM_SERVICE_GUID, find_certificate,
@@ -44,7 +45,7 @@ use test_guest::mode::Mode;
 use test_guest::report::ATTEST_CASES;
 
 use crate::attest_certs::{self, DevChain};
-use crate::attest_verify::{self, Check, Inputs, Outcome, hex};
+use crate::attest_verify::{self, Check, Inputs, NotChecked, Outcome, hex};
 use crate::builder::BuiltImage;
 use crate::env::Env;
 use crate::guest_tests::{self, Tally};
@@ -187,6 +188,9 @@ fn check_outputs(
         measurement: Some(measurement),
         nonce: Some(outputs.nonce.clone()),
         manifest: Some(outputs.manifest.clone()),
+        single_service: false,
+        not_checked: NotChecked::default(),
+        time: SystemTime::now(),
     };
     let command = write_files(outputs, &certs, measurement, out_dir)?;
     println!("attest-e2e: the verifier on the guest's report, as `{command}` runs it:");
@@ -202,6 +206,7 @@ fn check_outputs(
     let single = Inputs {
         report: outputs.single_report.clone(),
         manifest: Some(outputs.single_data.clone()),
+        single_service: true,
         ..inputs.clone()
     };
     expect_failures(tally, "verify/single-service-report", &single, &[], "");

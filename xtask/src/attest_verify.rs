@@ -1,23 +1,37 @@
-//! `cargo xtask verify REPORT [--certs DIR] [--measurement HEX] [--nonce HEX]
-//! [--manifest FILE]`: verifies an SNP attestation report away from the
-//! host, for the development PSP's reports and real AMD ones alike.
+//! `cargo xtask verify REPORT [--certs DIR] (--measurement HEX |
+//! --no-measurement-check) (--nonce HEX (--manifest FILE | --service-data
+//! FILE) | --no-report-data-check)`: verifies an SNP attestation report away
+//! from the host, for the development PSP's reports and real AMD ones alike.
 //!
 //! Checks, each printed PASS/FAIL/SKIP with its reason, then a one-line
-//! verdict; the exit status is 0 only if none failed:
-//! 1. report format (size, version, signature algorithm, signing key);
+//! verdict:
+//! 1. report format (size, version, signature algorithm, signed by the VCEK:
+//!    the SVSM asks the PSP for VCEK-signed reports, see
+//!    `kernel::attest::client`);
 //! 2. trusted root: the ARK is AMD's (public-key fingerprints of the Milan,
 //!    Genoa and Turin ARKs, pinned below) or this build folder's
 //!    development ARK (then the verdict says "development");
 //! 3. certificate chain: ARK self-signed, ASK signed by ARK, VCEK signed by
-//!    ASK (RSASSA-PSS SHA-384), each within its validity period;
+//!    ASK (RSASSA-PSS SHA-384), each within its validity period at the
+//!    verification time ([`Inputs::time`]: now for the command, a fixed
+//!    instant in the tests);
 //! 4. VCEK matches the report: its TCB extensions equal REPORTED_TCB and its
 //!    hwID equals CHIP_ID;
 //! 5. report signature (ECDSA P-384 over bytes 0..0x2A0, R/S little-endian);
 //! 6. MEASUREMENT equals the expected launch digest;
-//! 7. REPORT_DATA equals SHA-512(nonce ‖ manifest), the manifest well formed;
+//! 7. REPORT_DATA equals SHA-512(nonce ‖ manifest) and the manifest is a
+//!    well-formed services manifest; for an ATTEST_SINGLE_SERVICE report,
+//!    SHA-512(nonce ‖ service data) (`--service-data`, no manifest format);
 //! 8. policy: debugging off, migration agent off, reserved bit 17 set, no
 //!    undefined bits;
 //! 9. VMPL 0 (the SVSM requested the report).
+//!
+//! Exit status 0 only if no check failed. A check whose expected value was
+//! not given fails ("nothing to compare against" is not a pass) unless the
+//! user opted out of it by name (`--no-measurement-check`,
+//! `--no-report-data-check`); an opted-out check is SKIP and the verdict
+//! then says the report's signature is valid but the report is NOT verified
+//! for what was skipped.
 //!
 //! The certificate directory holds `ark`, `ask` and `vcek`, each `.pem` or
 //! `.der` (snpguest's names).
@@ -67,8 +81,26 @@ pub struct Inputs {
     pub measurement: Option<[u8; 48]>,
     /// The nonce the guest chose.
     pub nonce: Option<Vec<u8>>,
-    /// The services manifest (or single-service data) the SVSM returned.
+    /// The services manifest (or, with `single_service`, the service data)
+    /// the SVSM returned.
     pub manifest: Option<Vec<u8>>,
+    /// `manifest` is the data of one service (ATTEST_SINGLE_SERVICE), not a
+    /// services manifest.
+    pub single_service: bool,
+    /// Checks the user chose not to make.
+    pub not_checked: NotChecked,
+    /// When the certificates must be valid.
+    pub time: SystemTime,
+}
+
+/// Checks the user explicitly opted out of (`--no-...-check`): without an
+/// expected value such a check is SKIP instead of FAIL.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NotChecked {
+    /// `--no-measurement-check`.
+    pub measurement: bool,
+    /// `--no-report-data-check`.
+    pub report_data: bool,
 }
 
 /// The result of one check.
@@ -78,7 +110,7 @@ pub enum Outcome {
     Pass(String),
     /// The check failed (with why).
     Fail(String),
-    /// Not checked (nothing to check against).
+    /// Not checked: the user opted out of it.
     Skip(String),
 }
 
@@ -106,18 +138,31 @@ pub fn verify(inputs: &Inputs) -> Vec<Check> {
     let mut checks = vec![Check::new("report format", report_format(&report))];
     let generation = report.generation().unwrap_or(Generation::Milan);
     checks.push(Check::new("trusted root", trusted_root(&inputs.ark, inputs.dev_ark.as_deref())));
-    checks.push(Check::new("certificate chain", chain(&inputs.ark, &inputs.ask, &inputs.vcek)));
+    let chain_result = chain(&inputs.ark, &inputs.ask, &inputs.vcek, inputs.time);
+    checks.push(Check::new("certificate chain", chain_result));
     checks.push(Check::new("VCEK matches report", vcek_matches(&inputs.vcek, &report, generation)));
     checks.push(Check::new("report signature", signature(&inputs.vcek, &report)));
-    checks.push(match inputs.measurement {
-        None => skip("measurement", "no --measurement given"),
-        Some(expected) => Check::new("measurement", measurement(&report, &expected)),
+    checks.push(match (inputs.measurement, inputs.not_checked.measurement) {
+        (Some(expected), _) => Check::new("measurement", measurement(&report, &expected)),
+        (None, true) => skip("measurement", "not checked (--no-measurement-check)"),
+        (None, false) => Check::new(
+            "measurement",
+            Err("no expected measurement: give --measurement HEX (the image's launch digest, \
+                 e.g. svsm.igvm.digest), or --no-measurement-check to accept any image"
+                .to_string()),
+        ),
     });
-    checks.push(match (&inputs.nonce, &inputs.manifest) {
-        (Some(nonce), Some(manifest)) => {
-            Check::new("report data", report_data(&report, nonce, manifest))
+    checks.push(match (&inputs.nonce, &inputs.manifest, inputs.not_checked.report_data) {
+        (Some(nonce), Some(manifest), _) => {
+            Check::new("report data", report_data(&report, nonce, manifest, inputs.single_service))
         }
-        _ => skip("report data", "needs both --nonce and --manifest"),
+        (_, _, true) => skip("report data", "not checked (--no-report-data-check)"),
+        (_, _, false) => Check::new(
+            "report data",
+            Err("needs both --nonce and --manifest (or --service-data): give them, or \
+                 --no-report-data-check to accept any nonce and manifest"
+                .to_string()),
+        ),
     });
     checks.push(Check::new("policy", guest_policy(report.policy)));
     checks.push(Check::new("VMPL", vmpl(report.vmpl)));
@@ -166,15 +211,15 @@ fn trusted_root(ark: &[u8], dev_ark: Option<&[u8]>) -> Result<String, String> {
     Err(format!("the ARK (key SHA-256 {fingerprint}) is neither AMD's nor this build folder's"))
 }
 
-fn chain(ark: &[u8], ask: &[u8], vcek: &[u8]) -> Result<String, String> {
+fn chain(ark: &[u8], ask: &[u8], vcek: &[u8], time: SystemTime) -> Result<String, String> {
     let ark_spki = spki_der(ark)?;
     signed_by("ARK", ark, &ark_spki)?;
     signed_by("ASK", ask, &ark_spki)?;
     signed_by("VCEK", vcek, &spki_der(ask)?)?;
     for (name, cert) in [("ARK", ark), ("ASK", ask), ("VCEK", vcek)] {
-        within_validity(name, cert)?;
+        within_validity(name, cert, time)?;
     }
-    Ok("ARK -> ASK -> VCEK, RSASSA-PSS SHA-384, all valid now".to_string())
+    Ok("ARK -> ASK -> VCEK, RSASSA-PSS SHA-384, all within their validity".to_string())
 }
 
 fn parse_cert(der: &[u8]) -> Result<Certificate, String> {
@@ -229,11 +274,10 @@ fn der_tlv(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((bytes.get(..end)?, bytes.get(header..end)?))
 }
 
-fn within_validity(name: &str, cert: &[u8]) -> Result<(), String> {
+fn within_validity(name: &str, cert: &[u8], time: SystemTime) -> Result<(), String> {
     let cert = parse_cert(cert)?;
     let validity = cert.tbs_certificate().validity();
-    let now = SystemTime::now();
-    if now < validity.not_before.to_system_time() || now > validity.not_after.to_system_time() {
+    if time < validity.not_before.to_system_time() || time > validity.not_after.to_system_time() {
         return Err(format!(
             "the {name} is outside its validity ({} to {})",
             validity.not_before, validity.not_after
@@ -320,21 +364,35 @@ fn measurement(report: &AttestationReport, expected: &[u8; 48]) -> Result<String
 fn report_data(
     report: &AttestationReport,
     nonce: &[u8],
-    manifest: &[u8],
+    attested: &[u8],
+    single_service: bool,
 ) -> Result<String, String> {
+    let what = if single_service { "service data" } else { "manifest" };
     let expected: [u8; 64] =
-        Sha512::new().chain_update(nonce).chain_update(manifest).finalize().into();
+        Sha512::new().chain_update(nonce).chain_update(attested).finalize().into();
     if report.report_data != expected {
-        return Err("REPORT_DATA is not SHA-512(nonce || manifest): the nonce or the manifest differs from what the SVSM attested".to_string());
+        return Err(format!(
+            "REPORT_DATA is not SHA-512(nonce || {what}): the nonce or the {what} differs from \
+             what the SVSM attested"
+        ));
     }
-    let services = match manifest_entries(manifest) {
-        Ok(entries) => entries
-            .map(|(guid, data)| format!("{guid} ({} bytes)", data.len()))
-            .collect::<Vec<_>>()
-            .join(", "),
-        Err(_) => format!("single-service data, {} bytes", manifest.len()),
-    };
-    Ok(format!("SHA-512(nonce || manifest); services: {services}"))
+    if single_service {
+        return Ok(format!(
+            "SHA-512(nonce || service data); {} bytes of one service's data",
+            attested.len()
+        ));
+    }
+    let services = manifest_entries(attested)
+        .map_err(|e| {
+            format!(
+                "REPORT_DATA matches, but the manifest is not a well-formed services manifest \
+                 ({e:?}); if it is what ATTEST_SINGLE_SERVICE returned, give it with \
+                 --service-data"
+            )
+        })?
+        .map(|(guid, data)| format!("{guid} ({} bytes)", data.len()))
+        .collect::<Vec<_>>();
+    Ok(format!("SHA-512(nonce || manifest); services: {}", services.join(", ")))
 }
 
 fn guest_policy(value: u64) -> Result<String, String> {
@@ -406,6 +464,9 @@ pub fn read_cert(dir: &Path, name: &str) -> Result<Vec<u8>> {
 
 /// `cargo xtask verify`.
 #[derive(clap::Args)]
+#[command(after_help = "Exit status: 0 if no check failed, 1 otherwise. A check without its \
+expected value fails unless skipped by name (--no-measurement-check, --no-report-data-check); \
+then it is SKIP and the verdict says the report is NOT verified for it.")]
 pub struct Cli {
     /// The report file (the raw 1184-byte ATTESTATION_REPORT).
     pub report: PathBuf,
@@ -413,24 +474,59 @@ pub struct Cli {
     /// folder's development chain.
     #[arg(long)]
     pub certs: Option<PathBuf>,
-    /// The expected MEASUREMENT (launch digest), hex.
+    /// The expected MEASUREMENT (launch digest), hex. Without it (and
+    /// without --no-measurement-check) the measurement check fails.
     #[arg(long)]
     pub measurement: Option<String>,
-    /// The nonce the guest gave the SVSM, hex.
+    /// Do not check MEASUREMENT: any image is accepted, and the verdict says
+    /// the report is NOT verified.
+    #[arg(long, conflicts_with = "measurement")]
+    pub no_measurement_check: bool,
+    /// The nonce the guest gave the SVSM, hex. Without it, or without
+    /// --manifest/--service-data, the report data check fails (unless
+    /// --no-report-data-check).
     #[arg(long)]
     pub nonce: Option<String>,
-    /// The services manifest the SVSM returned (a file).
-    #[arg(long)]
+    /// The services manifest ATTEST_SERVICES returned (a file); it must be
+    /// well formed.
+    #[arg(long, conflicts_with = "service_data")]
     pub manifest: Option<PathBuf>,
+    /// Instead of --manifest: the service data ATTEST_SINGLE_SERVICE
+    /// returned (a file).
+    #[arg(long)]
+    pub service_data: Option<PathBuf>,
+    /// Do not check REPORT_DATA (nonce and manifest): the report may be a
+    /// replay, and the verdict says it is NOT verified.
+    #[arg(long, conflicts_with_all = ["nonce", "manifest", "service_data"])]
+    pub no_report_data_check: bool,
+    /// Check the certificates' validity at this time (YYYY-MM-DDTHH:MM:SSZ)
+    /// instead of now, e.g. for a report kept from earlier.
+    #[arg(long, value_parser = parse_time)]
+    pub at: Option<SystemTime>,
+}
+
+fn parse_time(text: &str) -> Result<SystemTime, String> {
+    text.parse::<der::DateTime>()
+        .map(|t| t.to_system_time())
+        .map_err(|_| format!("{text:?} is not a UTC time like 2026-06-01T00:00:00Z"))
 }
 
 /// Runs `cargo xtask verify`; exits with status 1 if any check failed.
 pub fn main(cli: &Cli, build_dir: &Path) -> Result<()> {
-    if run(cli, build_dir)? { Ok(()) } else { std::process::exit(1) }
+    let status = exit_status(run(cli, build_dir)?);
+    if status != 0 {
+        std::process::exit(status);
+    }
+    Ok(())
+}
+
+/// The command's exit status for a verdict.
+fn exit_status(passed: bool) -> i32 {
+    if passed { 0 } else { 1 }
 }
 
 /// Runs the verifier, prints every check and the verdict; returns whether
-/// everything passed.
+/// no check failed.
 pub fn run(args: &Cli, build_dir: &Path) -> Result<bool> {
     let dev_dir = crate::attest_certs::chain_dir(build_dir);
     let certs = args.certs.clone().unwrap_or_else(|| dev_dir.clone());
@@ -442,6 +538,7 @@ pub fn run(args: &Cli, build_dir: &Path) -> Result<bool> {
             })?)
         }
     };
+    let attested = args.manifest.as_ref().or(args.service_data.as_ref());
     let inputs = Inputs {
         report: fs::read(&args.report)
             .with_context(|| format!("reading {}", args.report.display()))?,
@@ -451,14 +548,17 @@ pub fn run(args: &Cli, build_dir: &Path) -> Result<bool> {
         dev_ark: read_cert(&dev_dir, "ark").ok(),
         measurement,
         nonce: args.nonce.as_deref().map(unhex).transpose().context("--nonce")?,
-        manifest: args
-            .manifest
-            .as_ref()
+        manifest: attested
             .map(|path| fs::read(path).with_context(|| format!("reading {}", path.display())))
             .transpose()?,
+        single_service: args.service_data.is_some(),
+        not_checked: NotChecked {
+            measurement: args.no_measurement_check,
+            report_data: args.no_report_data_check,
+        },
+        time: args.at.unwrap_or_else(SystemTime::now),
     };
-    let checks = verify(&inputs);
-    Ok(print(&checks))
+    Ok(print(&verify(&inputs)))
 }
 
 /// Prints the checks and the verdict; returns whether none failed.
@@ -471,27 +571,35 @@ pub fn print(checks: &[Check]) -> bool {
         };
         println!("{tag}  {:<20} {text}", check.name);
     }
-    let failed: Vec<&str> =
-        checks.iter().filter(|c| matches!(c.outcome, Outcome::Fail(_))).map(|c| c.name).collect();
-    let skipped: Vec<&str> =
-        checks.iter().filter(|c| matches!(c.outcome, Outcome::Skip(_))).map(|c| c.name).collect();
+    let (passed, verdict) = verdict(checks);
+    println!("{verdict}");
+    passed
+}
+
+/// The one-line verdict, and whether no check failed.
+pub fn verdict(checks: &[Check]) -> (bool, String) {
+    let names = |pick: fn(&Outcome) -> bool| -> Vec<&str> {
+        checks.iter().filter(|c| pick(&c.outcome)).map(|c| c.name).collect()
+    };
+    let failed = names(|o| matches!(o, Outcome::Fail(_)));
+    let skipped = names(|o| matches!(o, Outcome::Skip(_)));
     let development = checks.iter().any(|c| {
         c.name == "trusted root"
             && matches!(&c.outcome, Outcome::Pass(t) if t.contains("DEVELOPMENT"))
     });
-    if failed.is_empty() {
-        let mut verdict = String::from("VERIFIED");
-        if development {
-            verdict.push_str(" (development chain, not AMD)");
-        }
-        if !skipped.is_empty() {
-            verdict.push_str(&format!("; not checked: {}", skipped.join(", ")));
-        }
-        println!("{verdict}");
-        true
+    let chain = if development { " (development chain, not AMD)" } else { "" };
+    if !failed.is_empty() {
+        (false, format!("NOT VERIFIED: {} failed", failed.join(", ")))
+    } else if !skipped.is_empty() {
+        (
+            true,
+            format!(
+                "SIGNATURE VALID{chain}; NOT VERIFIED: {} not checked (opted out)",
+                skipped.join(", ")
+            ),
+        )
     } else {
-        println!("NOT VERIFIED: {} failed", failed.join(", "));
-        false
+        (true, format!("VERIFIED{chain}"))
     }
 }
 

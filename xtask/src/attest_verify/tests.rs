@@ -1,18 +1,29 @@
 //! The verifier on development reports produced by the SVSM's own
 //! attestation code (every tamper case failing with its reason), on a real
 //! AMD Milan report and chain, and cross-checked by an independent verifier
-//! (virtee `sev`).
+//! (virtee `sev`); the command's exit status for passing, failing and
+//! opted-out checks. Certificates are checked at a fixed time
+//! ([`VERIFY_TIME`]), never the wall clock, so the tests do not start
+//! failing when a certificate expires (the Milan VCEK in April 2030).
 
 use std::sync::OnceLock;
+use std::time::{Duration, UNIX_EPOCH};
 
 use abi::attestation::{REPORT_SIZE, platform_info};
 
 use super::*;
-use crate::attest_certs::tests::{other_chain, test_chain};
+use crate::attest_certs::tests::{other_chain, test_chain, test_chain_valid_from};
 use crate::attest_sample::{self, Sample};
 
 const MEASUREMENT: [u8; 48] = [0x4D; 48];
 const NONCE: [u8; 64] = [0x4E; 64];
+/// 2026-06-01T00:00:00Z: inside the test chains' and AMD's certificates'
+/// validity.
+pub const VERIFY_TIME: &str = "2026-06-01T00:00:00Z";
+
+fn verify_time() -> SystemTime {
+    parse_time(VERIFY_TIME).unwrap()
+}
 
 fn sample() -> &'static Sample {
     static SAMPLE: OnceLock<Sample> = OnceLock::new();
@@ -32,7 +43,32 @@ fn dev_inputs() -> Inputs {
         measurement: Some(MEASUREMENT),
         nonce: Some(NONCE.to_vec()),
         manifest: Some(sample.manifest.clone()),
+        single_service: false,
+        not_checked: NotChecked::default(),
+        time: verify_time(),
     }
+}
+
+/// A development report (of the test chain's PSP) whose REPORT_DATA is
+/// SHA-512(NONCE || `attested`).
+fn report_over(attested: &[u8]) -> Vec<u8> {
+    use kernel::attest::dev_psp::DevPsp;
+    let launch = crate::attest_certs::LaunchIdentity {
+        measurement: MEASUREMENT,
+        policy: 0x30000,
+        ..Default::default()
+    };
+    let handover = crate::attest_certs::dev_psp_params(test_chain(), &launch).unwrap();
+    let (params, table) = abi::attestation::DevPspParams::parse(&handover).unwrap();
+    let psp = DevPsp::new(&params, table, [0x1D; 32]).unwrap();
+    let report_data = Sha512::new().chain_update(NONCE).chain_update(attested).finalize().into();
+    let request = abi::attestation::ReportRequest {
+        report_data,
+        vmpl: 0,
+        key_sel: abi::attestation::KEY_SEL_VCEK,
+        reserved: [0; 24],
+    };
+    zerocopy::IntoBytes::as_bytes(&psp.signed_report(&request)).to_vec()
 }
 
 /// The names of the failed checks, each with its reason.
@@ -146,17 +182,148 @@ fn policy_and_vmpl_rules() {
 }
 
 #[test]
-fn missing_inputs_are_skipped_and_said_so() {
+fn missing_expected_values_fail_unless_opted_out() {
     let mut inputs = dev_inputs();
     inputs.measurement = None;
     inputs.manifest = None;
+    let failures = failures(&inputs);
+    let names: Vec<_> = failures.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, ["measurement", "report data"]);
+    assert!(failures[0].1.contains("--no-measurement-check"), "{}", failures[0].1);
+    assert!(failures[1].1.contains("--no-report-data-check"), "{}", failures[1].1);
+    let (passed, text) = verdict(&verify(&inputs));
+    assert!(!passed);
+    assert_eq!(text, "NOT VERIFIED: measurement, report data failed");
+
+    inputs.not_checked = NotChecked { measurement: true, report_data: true };
     let checks = verify(&inputs);
     let skipped: Vec<_> =
         checks.iter().filter(|c| matches!(c.outcome, Outcome::Skip(_))).map(|c| c.name).collect();
     assert_eq!(skipped, ["measurement", "report data"]);
-    assert!(print(&checks), "skips are not failures");
+    let (passed, text) = verdict(&checks);
+    assert!(passed, "opted out by name: the command succeeds");
+    assert_eq!(
+        text,
+        "SIGNATURE VALID (development chain, not AMD); NOT VERIFIED: measurement, report data \
+         not checked (opted out)"
+    );
+    // An opt-out does not hide a failure elsewhere.
+    inputs.report[0x140] ^= 1;
+    assert!(!verdict_of(&inputs).0);
     let truncated = Inputs { report: vec![0; 100], ..dev_inputs() };
     assert_eq!(failed_names(&truncated), ["report format"]);
+}
+
+fn verdict_of(inputs: &Inputs) -> (bool, String) {
+    verdict(&verify(inputs))
+}
+
+#[test]
+fn a_malformed_manifest_fails_even_with_matching_report_data() {
+    let not_a_manifest = b"not a services manifest".to_vec();
+    let inputs = Inputs {
+        report: report_over(&not_a_manifest),
+        manifest: Some(not_a_manifest.clone()),
+        ..dev_inputs()
+    };
+    let failed = failures(&inputs);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, "report data");
+    assert!(failed[0].1.contains("not a well-formed services manifest"), "{}", failed[0].1);
+    // The same bytes given as one service's data (ATTEST_SINGLE_SERVICE).
+    let single = Inputs { single_service: true, ..inputs };
+    assert!(failed_names(&single).is_empty(), "{:?}", failures(&single));
+    let mut other = single.clone();
+    other.manifest.as_mut().unwrap()[0] ^= 1;
+    assert_eq!(failed_names(&other), ["report data"]);
+}
+
+#[test]
+fn certificates_are_checked_at_the_verification_time() {
+    let too_late = UNIX_EPOCH + Duration::from_secs(2_240_000_000); // 2040-12
+    let inputs = Inputs { time: too_late, ..dev_inputs() };
+    let failures = failures(&inputs);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(failures[0].1.contains("outside its validity"), "{}", failures[0].1);
+    let too_early =
+        Inputs { time: test_chain_valid_from() - Duration::from_secs(1), ..dev_inputs() };
+    assert_eq!(failed_names(&too_early), ["certificate chain"]);
+}
+
+/// A temporary build folder holding the test chain, a report and its
+/// manifest.
+struct CommandFixture {
+    dir: PathBuf,
+}
+
+impl CommandFixture {
+    fn new(name: &str) -> CommandFixture {
+        let dir = std::env::temp_dir().join(format!("attest-verify-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        crate::attest_certs::store(test_chain(), &crate::attest_certs::chain_dir(&dir)).unwrap();
+        fs::write(dir.join("report.bin"), &sample().report).unwrap();
+        fs::write(dir.join("manifest.bin"), &sample().manifest).unwrap();
+        CommandFixture { dir }
+    }
+
+    /// `cargo xtask verify report.bin ARGS --at VERIFY_TIME`: its exit status.
+    fn exit_status(&self, args: &[&str]) -> i32 {
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            cli: Cli,
+        }
+        let report = self.dir.join("report.bin");
+        let mut argv = vec!["verify", report.to_str().unwrap(), "--at", VERIFY_TIME];
+        argv.extend_from_slice(args);
+        let command = <Command as clap::Parser>::try_parse_from(argv).unwrap();
+        exit_status(run(&command.cli, &self.dir).unwrap())
+    }
+}
+
+impl Drop for CommandFixture {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn the_command_exits_0_only_when_no_check_failed() {
+    let fixture = CommandFixture::new("exit");
+    let manifest = fixture.dir.join("manifest.bin");
+    let manifest = manifest.to_str().unwrap();
+    let nonce = hex(&NONCE);
+    let measurement = hex(&MEASUREMENT);
+    let all = ["--measurement", &measurement, "--nonce", &nonce, "--manifest", manifest];
+    assert_eq!(fixture.exit_status(&all), 0, "every check passes");
+    let wrong = hex(&[0x4C; 48]);
+    let wrong_measurement = ["--measurement", &wrong, "--nonce", &nonce, "--manifest", manifest];
+    assert_eq!(fixture.exit_status(&wrong_measurement), 1, "a check fails");
+    assert_eq!(fixture.exit_status(&all[2..]), 1, "no --measurement: not a pass");
+    let opted_out = ["--no-measurement-check", "--nonce", &nonce, "--manifest", manifest];
+    assert_eq!(fixture.exit_status(&opted_out), 0, "skipped by name");
+    assert_eq!(fixture.exit_status(&all[..2]), 1, "no nonce or manifest");
+    assert_eq!(fixture.exit_status(&[&all[..2], &["--no-report-data-check"]].concat()), 0);
+    let as_service_data = ["--measurement", &measurement, "--nonce", &nonce];
+    let as_service_data = [&as_service_data[..], &["--service-data", manifest]].concat();
+    assert_eq!(fixture.exit_status(&as_service_data), 0, "any bytes as service data");
+}
+
+#[test]
+fn the_command_line_refuses_contradictions() {
+    #[derive(clap::Parser)]
+    struct Command {
+        #[command(flatten)]
+        cli: Cli,
+    }
+    let parse = |args: &[&str]| {
+        <Command as clap::Parser>::try_parse_from([&["verify", "r.bin"], args].concat()).is_ok()
+    };
+    assert!(parse(&["--no-measurement-check", "--no-report-data-check"]));
+    assert!(!parse(&["--measurement", "00", "--no-measurement-check"]));
+    assert!(!parse(&["--nonce", "00", "--no-report-data-check"]));
+    assert!(!parse(&["--manifest", "m", "--service-data", "m"]));
+    assert!(!parse(&["--at", "2026-06-01"]));
 }
 
 /// A real report of a Milan part with its VCEK, and AMD's Milan ARK/ASK
@@ -192,12 +359,19 @@ fn a_real_amd_milan_report_and_chain() {
         measurement: Some(report.measurement),
         nonce: None,
         manifest: None,
+        single_service: false,
+        not_checked: NotChecked { measurement: false, report_data: true },
+        time: verify_time(),
     };
     let checks = verify(&inputs);
     let root = checks.iter().find(|c| c.name == "trusted root").unwrap();
     assert_eq!(root.outcome, Outcome::Pass("AMD ARK-Milan".to_string()));
     assert!(failed_names(&inputs).is_empty(), "{:?}", failures(&inputs));
     assert!(print(&checks));
+    // After the VCEK's notAfter (2030-04-03) the same chain is refused.
+    let expired = Inputs { time: parse_time("2030-04-04T00:00:00Z").unwrap(), ..inputs.clone() };
+    let reason = &failures(&expired)[0];
+    assert!(reason.1.contains("the VCEK is outside its validity"), "{reason:?}");
     let mut tampered = inputs;
     tampered.report[0x50] ^= 1;
     assert!(failed_names(&tampered).contains(&"report signature"));
