@@ -389,31 +389,3 @@ fn amds_arks_are_the_pinned_roots() {
         assert_eq!(signed_by("ASK", &ask, &spki_der(&ark).unwrap()), Ok(()));
     }
 }
-
-/// virtee's `sev` crate, an independent implementation, accepts the
-/// development chain and the SVSM's report byte for byte.
-#[test]
-fn an_independent_verifier_accepts_our_reports() {
-    use sev::certs::snp::{Certificate as SevCert, Chain, Verifiable, ca};
-    use sev::parser::ByteParser;
-    let chain = test_chain();
-    let sev_chain = Chain {
-        ca: ca::Chain {
-            ark: SevCert::from_der(&chain.ark).unwrap(),
-            ask: SevCert::from_der(&chain.ask).unwrap(),
-        },
-        vek: SevCert::from_der(&chain.vcek).unwrap(),
-    };
-    let report = sev::firmware::guest::AttestationReport::from_bytes(&sample().report).unwrap();
-    assert_eq!(report.measurement, MEASUREMENT);
-    assert_eq!(
-        report.to_bytes().unwrap().as_slice(),
-        sample().report.as_slice(),
-        "sev re-encodes our bytes exactly"
-    );
-    (&sev_chain, &report).verify().expect("sev accepts the development chain and report");
-    let mut tampered = sample().report.clone();
-    tampered[0x90] ^= 1;
-    let report = sev::firmware::guest::AttestationReport::from_bytes(&tampered).unwrap();
-    assert!((&sev_chain, &report).verify().is_err());
-}
