@@ -41,6 +41,9 @@ pub struct QemuOptions {
     /// Further arguments, after the standard ones (e.g. `-fw_cfg
     /// name=opt/...,string=...` to hand the guest a setting).
     pub extra_args: Vec<String>,
+    /// Stop QEMU as soon as the serial output shows this text (for guests
+    /// that wait forever once they are where they should be).
+    pub stop_when: Option<String>,
 }
 
 impl Default for QemuOptions {
@@ -53,6 +56,7 @@ impl Default for QemuOptions {
             timeout: Duration::from_secs(120),
             echo: true,
             extra_args: Vec::new(),
+            stop_when: None,
         }
     }
 }
@@ -73,6 +77,8 @@ pub enum Ending {
     Killed,
     /// The timeout expired.
     Timeout,
+    /// The serial output showed the `stop_when` text, and QEMU was stopped.
+    Stopped,
 }
 
 impl Ending {
@@ -108,6 +114,10 @@ impl Ending {
             ),
             Ending::Killed => "SVSM ended: FAILURE (QEMU was killed by a signal)".to_string(),
             Ending::Timeout => format!("SVSM ended: TIMEOUT after {} s", timeout.as_secs()),
+            Ending::Stopped => {
+                "SVSM still running: QEMU stopped once the console showed what was awaited"
+                    .to_string()
+            }
         }
     }
 }
@@ -201,6 +211,13 @@ pub fn boot(rom: &Path, options: &QemuOptions) -> Result<BootResult> {
             child.wait().context("reaping QEMU")?;
             break Ending::Timeout;
         }
+        if let Some(text) = &options.stop_when
+            && serial.lock().expect("the reader does not panic").contains(text.as_bytes())
+        {
+            kill_process_group(child.id());
+            child.wait().context("reaping QEMU")?;
+            break Ending::Stopped;
+        }
         std::thread::sleep(Duration::from_millis(10));
     };
     let elapsed = started.elapsed();
@@ -225,6 +242,19 @@ struct CapturedStream {
     bytes: Vec<u8>,
     /// (length of `bytes` after a chunk, time since QEMU started).
     arrivals: Vec<(usize, Duration)>,
+    /// How far `contains` has looked without a match.
+    searched: usize,
+}
+
+impl CapturedStream {
+    /// Whether the stream has shown `text` (each call looks only at what
+    /// arrived since the last, plus an overlap).
+    fn contains(&mut self, text: &[u8]) -> bool {
+        let from = self.searched.saturating_sub(text.len());
+        let found = self.bytes[from..].windows(text.len()).any(|w| w == text);
+        self.searched = self.bytes.len();
+        found
+    }
 }
 
 fn copy_stream(mut stream: impl Read, into: &Mutex<CapturedStream>, started: Instant, echo: bool) {
@@ -288,6 +318,17 @@ mod tests {
         assert_eq!(boot.time_to("SVSM kernel: up"), Some(at(30)));
         assert_eq!(boot.time_to("passed"), Some(at(40)));
         assert_eq!(boot.time_to("missing"), None);
+    }
+
+    #[test]
+    fn captured_text_is_found_across_chunks() {
+        let mut stream = CapturedStream::default();
+        stream.bytes.extend_from_slice(b"UEFI Sh");
+        assert!(!stream.contains(b"Shell> "));
+        stream.bytes.extend_from_slice(b"ell\r\nShe");
+        assert!(!stream.contains(b"Shell> "));
+        stream.bytes.extend_from_slice(b"ll> ");
+        assert!(stream.contains(b"Shell> "));
     }
 
     #[test]

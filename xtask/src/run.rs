@@ -66,8 +66,9 @@ pub struct RunArgs {
     /// Debian's; it needs the tpm_crb driver to see the vTPM.
     #[arg(long, value_name = "PATH", conflicts_with = "no_guest")]
     guest: Option<PathBuf>,
-    /// Boot the SVSM and OVMF without a Linux kernel: OVMF waits in its
-    /// UEFI shell and the VM runs until --timeout.
+    /// Boot the SVSM and OVMF without a Linux kernel: ends successfully
+    /// once OVMF's boot manager has started its UEFI shell and the shell
+    /// waits at its prompt, and fails if that does not happen by --timeout.
     #[arg(long)]
     no_guest: bool,
     /// QEMU accelerator.
@@ -157,20 +158,35 @@ pub fn run(env: &Env, args: &RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// What OVMF's UEFI shell prints when it waits for a command.
+const UEFI_SHELL_PROMPT: &str = "Shell> ";
+
 /// Boots the -bios wrapper under QEMU; returns the closing line.
 fn boot_qemu(rom: &Path, args: &RunArgs, timeout: Duration) -> Result<(String, bool)> {
-    let options =
-        QemuOptions { accel: args.accel, cpu: args.cpu.clone(), timeout, ..QemuOptions::default() };
+    // Without a kernel to boot, OVMF's boot manager starts its UEFI shell,
+    // which waits at its prompt: that is where --no-guest should end.
+    let stop_when = args.no_guest.then(|| UEFI_SHELL_PROMPT.to_string());
+    let options = QemuOptions {
+        accel: args.accel,
+        cpu: args.cpu.clone(),
+        timeout,
+        stop_when,
+        ..QemuOptions::default()
+    };
     println!("run: {}", qemu_line(rom, &options));
     let result = qemu::boot(rom, &options)?;
     let mut line =
         format!("{} ({:.2} s)", result.ending.describe(timeout), result.elapsed.as_secs_f64());
-    // Without a kernel to boot, OVMF waits in its UEFI shell until killed.
-    let expected_timeout = args.no_guest && result.ending == qemu::Ending::Timeout;
-    if expected_timeout {
-        line.push_str(": expected with --no-guest, where OVMF waits in its UEFI shell");
+    let reached_shell = result.ending == qemu::Ending::Stopped;
+    if reached_shell {
+        line = format!(
+            "OVMF reached its UEFI shell under the SVSM ({:.2} s); QEMU stopped",
+            result.elapsed.as_secs_f64()
+        );
+    } else if args.no_guest {
+        line.push_str(": OVMF did not reach its UEFI shell prompt");
     }
-    let success = result.ending.is_success() || expected_timeout;
+    let success = result.ending.is_success() || reached_shell;
     if !success && !result.qemu_stderr.trim().is_empty() {
         eprintln!("QEMU said:\n{}", result.qemu_stderr.trim_end());
     }
