@@ -44,7 +44,11 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Build, package, boot and test the SVSM")]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Build, package, boot and test the SVSM"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
