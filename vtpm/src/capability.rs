@@ -4,7 +4,6 @@ use alloc::vec::Vec;
 
 use crate::commands::end;
 use crate::constants::*;
-use crate::crypto::hash::ALL_HASHES;
 use crate::dispatch::{COMMANDS, Cmd, MAX_COMMAND_SIZE};
 use crate::marshal::{Reader, Writer};
 use crate::nv::*;
@@ -44,6 +43,11 @@ const ALGS: &[(u16, u32)] = &[
     (TPM_ALG_SYMCIPHER, 0x0008),
     (TPM_ALG_CFB, 0x0202),
 ];
+
+/// Whether `alg` is an implemented algorithm (listed by TPM_CAP_ALGS).
+pub fn implemented(alg: u16) -> bool {
+    ALGS.iter().any(|(a, _)| *a == alg)
+}
 
 const PERMANENT_HANDLES: &[u32] = &[
     TPM_RH_OWNER,
@@ -328,8 +332,8 @@ pub fn test_parms(_tpm: &mut Tpm, _c: &mut Cmd, r: &mut Reader) -> TpmResult<()>
         TPM_ALG_RSA | TPM_ALG_ECC | TPM_ALG_KEYEDHASH | TPM_ALG_SYMCIPHER => {
             Public::parse_params(r, kind).param(1)?;
         }
-        _ => return Err(at_param(TPM_RC_VALUE, 1)),
+        // TPMI_ALG_PUBLIC: #TPM_RC_TYPE.
+        _ => return Err(at_param(TPM_RC_TYPE, 1)),
     }
-    let _ = ALL_HASHES;
     end(r)
 }

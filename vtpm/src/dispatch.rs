@@ -281,9 +281,19 @@ impl Tpm {
         if !self.powered {
             return Err(TPM_RC_FAILURE);
         }
-        if !self.started && cc != TPM_CC_STARTUP {
+        // Part 1 "Failure Mode": only GetTestResult and GetCapability (without sessions) work.
+        let failure_mode = self.self_tests.failed.is_some();
+        if failure_mode
+            && !(tag == TPM_ST_NO_SESSIONS
+                && (cc == TPM_CC_GET_TEST_RESULT || cc == TPM_CC_GET_CAPABILITY))
+        {
+            return Err(TPM_RC_FAILURE);
+        }
+        if !self.started && cc != TPM_CC_STARTUP && !failure_mode {
             return Err(TPM_RC_INITIALIZE);
         }
+        // No algorithm is used before its known-answer test passed.
+        self.test_before_use(cc).map_err(|_| TPM_RC_FAILURE)?;
         self.update_time();
         // §5.4: handles.
         let mut handles = Vec::with_capacity(spec.handles.len());

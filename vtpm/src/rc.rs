@@ -39,6 +39,7 @@ pub const TPM_RC_NV_DEFINED: Rc = RC_VER1 + 0x04C;
 pub const TPM_RC_BAD_CONTEXT: Rc = RC_VER1 + 0x050;
 pub const TPM_RC_CPHASH: Rc = RC_VER1 + 0x051;
 pub const TPM_RC_PARENT: Rc = RC_VER1 + 0x052;
+pub const TPM_RC_NEEDS_TEST: Rc = RC_VER1 + 0x053;
 pub const TPM_RC_NO_RESULT: Rc = RC_VER1 + 0x054;
 pub const TPM_RC_SENSITIVE: Rc = RC_VER1 + 0x055;
 

@@ -174,6 +174,8 @@ pub struct Tpm {
     pub(crate) nv_max_counter: u64,
     /// Derived RSA primaries (RSA key generation is slow).
     pub(crate) primary_cache: Vec<CachedPrimary>,
+    /// Known-answer self-tests passed since _TPM_Init; failure mode.
+    pub(crate) self_tests: crate::selftest::SelfTests,
 }
 
 impl core::fmt::Debug for Tpm {
@@ -268,6 +270,7 @@ impl Tpm {
             commits: Default::default(),
             pp_commands: [crate::commands::audit::CC_PP_COMMANDS].into_iter().collect(),
             pp_asserted: false,
+            self_tests: Default::default(),
         })
     }
 
@@ -313,6 +316,7 @@ impl Tpm {
         self.objects.clear();
         self.hcrtm = None;
         self.hcrtm_done = false;
+        self.self_tests.init();
         if self.pcrs.algs() != self.pcr_allocation {
             self.pcrs = Pcrs::new(&self.pcr_allocation);
         }

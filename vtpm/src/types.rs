@@ -74,8 +74,9 @@ impl SymDef {
             TPM_ALG_NULL if allow_null => Ok(SymDef::Null),
             TPM_ALG_AES => {
                 let bits = r.u16()?;
+                // TPMI_AES_KEY_BITS: #TPM_RC_VALUE (Part 2).
                 if !aes_key_bits_supported(bits) {
-                    return Err(TPM_RC_KEY_SIZE);
+                    return Err(TPM_RC_VALUE);
                 }
                 match r.u16()? {
                     TPM_ALG_CFB => Ok(SymDef::Aes(bits)),
@@ -264,8 +265,9 @@ impl Public {
                 let sym = SymDef::parse(r, true, true)?;
                 let scheme = Scheme::parse_rsa(r)?;
                 let key_bits = r.u16()?;
+                // TPMI_RSA_KEY_BITS: #TPM_RC_VALUE (Part 2).
                 if !crate::crypto::rsa::key_bits_supported(key_bits) {
-                    return Err(TPM_RC_KEY_SIZE);
+                    return Err(TPM_RC_VALUE);
                 }
                 let exponent = r.u32()?;
                 PublicParams::Rsa { sym, scheme, key_bits, exponent }

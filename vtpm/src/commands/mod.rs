@@ -30,6 +30,8 @@ pub fn end(r: &Reader) -> TpmResult<()> {
 }
 
 pub const TPM_CC_STARTUP: u32 = 0x144;
+pub const TPM_CC_GET_CAPABILITY: u32 = 0x17A;
+pub const TPM_CC_GET_TEST_RESULT: u32 = 0x17C;
 
 /// TPMI_RH_HIERARCHY(+): owner, endorsement, platform (or NULL); disabled hierarchies are
 /// TPM_RC_HIERARCHY.

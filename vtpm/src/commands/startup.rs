@@ -1,10 +1,12 @@
 //! Startup, Shutdown and the self-test commands.
 
+use crate::capability;
 use crate::constants::*;
 use crate::dispatch::Cmd;
 use crate::marshal::Reader;
 use crate::pcr::{Pcrs, state_saved};
 use crate::rc::*;
+use crate::selftest::{self, Test};
 use crate::session::SessionSlot;
 use crate::state::{SavedState, Tpm};
 use crate::types::PCR_COUNT;
@@ -23,6 +25,8 @@ pub fn startup(tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<()> {
         TPM_SU_STATE if tpm.saved_state.is_some() => {}
         _ => return Err(at_param(TPM_RC_VALUE, 1)),
     }
+    // The algorithms PCRs and sessions use are tested before the TPM starts.
+    tpm.run_self_tests(&selftest::AT_STARTUP, false).map_err(|_| TPM_RC_FAILURE)?;
     let saved = tpm.saved_state.take();
     match (su, saved) {
         (TPM_SU_STATE, Some(saved)) => {
@@ -126,30 +130,57 @@ pub fn shutdown(tpm: &mut Tpm, _c: &mut Cmd, r: &mut Reader) -> TpmResult<()> {
     Ok(())
 }
 
-/// TPM2_SelfTest: all algorithms were tested at power-on (they are software).
-pub fn self_test(_tpm: &mut Tpm, _c: &mut Cmd, r: &mut Reader) -> TpmResult<()> {
-    r.bool().param(1)?;
-    end(r)
+/// TPM2_SelfTest: runs every known-answer test (fullTest = YES) or those not yet run.
+pub fn self_test(tpm: &mut Tpm, _c: &mut Cmd, r: &mut Reader) -> TpmResult<()> {
+    let full = r.bool().param(1)?;
+    end(r)?;
+    tpm.run_self_tests(&selftest::ALL, full).map_err(|_| TPM_RC_FAILURE)
 }
 
-/// TPM2_IncrementalSelfTest: nothing is left to test.
-pub fn incremental_self_test(_tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<()> {
+/// TPM2_IncrementalSelfTest: tests the algorithms of toTest (those not yet tested) and returns
+/// the algorithms still untested (toDoList).
+pub fn incremental_self_test(tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<()> {
     let count = r.u32().param(1)?;
-    if count > 64 {
+    if count > MAX_ALG_LIST {
         return Err(at_param(TPM_RC_SIZE, 1));
     }
+    let mut tests = Vec::new();
     for _ in 0..count {
-        r.u16().param(1)?;
+        let alg = r.u16().param(1)?;
+        // TPM_ALG_NULL is no algorithm to test (TPM_RC_VALUE, as the reference answers).
+        if alg == TPM_ALG_NULL || !capability::implemented(alg) {
+            return Err(at_param(TPM_RC_VALUE, 1));
+        }
+        // Implemented algorithms without a test of their own (XOR, KEYEDHASH, ...) need none.
+        tests.extend(Test::for_algorithm(alg));
     }
     end(r)?;
-    c.out.u32(0);
+    tpm.run_self_tests(&tests, false).map_err(|_| TPM_RC_FAILURE)?;
+    let to_do = tpm.self_tests.untested_algorithms();
+    c.out.u32(to_do.len() as u32);
+    for alg in to_do {
+        c.out.u16(alg);
+    }
     Ok(())
 }
 
-/// TPM2_GetTestResult.
-pub fn get_test_result(_tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<()> {
+/// Largest TPML_ALG (MAX_ALG_LIST_SIZE).
+const MAX_ALG_LIST: u32 = 64;
+
+/// TPM2_GetTestResult: TPM_RC_FAILURE (outData: the failed test's algorithms) in failure mode,
+/// TPM_RC_NEEDS_TEST while some test has not run, else TPM_RC_SUCCESS.
+pub fn get_test_result(tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmResult<()> {
     end(r)?;
-    // The engine has no failure mode: self-tests of software algorithms cannot fail.
-    c.out.u16(0).u32(TPM_RC_SUCCESS);
+    let tests = &tpm.self_tests;
+    let (out_data, result): (&[u16], _) = match tests.failed {
+        Some(test) => (test.algorithms(), TPM_RC_FAILURE),
+        None if tests.all_passed() => (&[], TPM_RC_SUCCESS),
+        None => (&[], TPM_RC_NEEDS_TEST),
+    };
+    c.out.u16(2 * out_data.len() as u16);
+    for alg in out_data {
+        c.out.u16(*alg);
+    }
+    c.out.u32(result);
     Ok(())
 }

@@ -1,10 +1,11 @@
 //! The TPM key derivation functions of Part 1 §11.4.10: KDFa (SP800-108 counter mode with
-//! HMAC), KDFe (SP800-56A concatenation KDF) and MGF1 (RFC 8017).
+//! HMAC) and KDFe (SP800-56A concatenation KDF). MGF1 (RFC 8017) is the `rsa` crate's, inside
+//! its OAEP and PSS.
 
 use alloc::vec::Vec;
 use zeroize::Zeroizing;
 
-use super::hash::{HashAlg, Hasher, hash, hmac};
+use super::hash::{HashAlg, hash, hmac};
 
 /// The label as hashed: a terminating 0x00 is appended unless the label already ends in one.
 fn label_bytes(label: &[u8]) -> (&[u8], &'static [u8]) {
@@ -68,20 +69,6 @@ pub fn kdfe(
     truncate(out, bits)
 }
 
-/// MGF1(hash, seed, length) of RFC 8017 B.2.1.
-pub fn mgf1(alg: HashAlg, seed: &[u8], len: usize) -> Zeroizing<Vec<u8>> {
-    let mut out = Zeroizing::new(Vec::with_capacity(len + alg.size()));
-    let mut counter: u32 = 0;
-    while out.len() < len {
-        let mut h = Hasher::new(alg);
-        h.update(seed).update(&counter.to_be_bytes());
-        out.extend_from_slice(&Zeroizing::new(h.finish()));
-        counter += 1;
-    }
-    out.truncate(len);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,17 +106,5 @@ mod tests {
         assert_eq!(part[0] & 0xF0, 0);
         // The bit count is an input of every block, so the values differ beyond masking.
         assert_ne!(full[1..], part[1..]);
-    }
-
-    // MGF1 known answer computed independently (Python: hashlib.sha256(b"seed" + i.to_bytes(4))
-    // for i = 0, 1, concatenated and cut to 40 octets).
-    #[test]
-    fn mgf1_known_answer() {
-        let out = mgf1(HashAlg::Sha256, b"seed", 40);
-        assert_eq!(
-            *out,
-            hex("336f28a022193939585a1b4edc989f870917f3a5f6ddd16e4fb357084a6bdfc2\
-                 73a649427664d03b")
-        );
     }
 }
