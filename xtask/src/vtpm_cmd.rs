@@ -20,6 +20,7 @@ pub mod cc {
     pub const PCR_EVENT: u32 = 0x13C;
     pub const PCR_RESET: u32 = 0x13D;
     pub const SEQUENCE_COMPLETE: u32 = 0x13E;
+    pub const INCREMENTAL_SELF_TEST: u32 = 0x142;
     pub const SELF_TEST: u32 = 0x143;
     pub const STARTUP: u32 = 0x144;
     pub const SHUTDOWN: u32 = 0x145;
@@ -40,10 +41,12 @@ pub mod cc {
     pub const START_AUTH_SESSION: u32 = 0x176;
     pub const GET_CAPABILITY: u32 = 0x17A;
     pub const GET_RANDOM: u32 = 0x17B;
+    pub const GET_TEST_RESULT: u32 = 0x17C;
     pub const HASH: u32 = 0x17D;
     pub const PCR_READ: u32 = 0x17E;
     pub const PCR_EXTEND: u32 = 0x182;
     pub const EVENT_SEQUENCE_COMPLETE: u32 = 0x185;
+    pub const TEST_PARMS: u32 = 0x18A;
     pub const HASH_SEQUENCE_START: u32 = 0x186;
     pub const ENCRYPT_DECRYPT2: u32 = 0x193;
 }

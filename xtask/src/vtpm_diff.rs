@@ -298,13 +298,14 @@ type DiffCheck = fn(&mut Diff, &Fixtures) -> Result<()>;
 const DIFF_CHECKS: &[(&str, DiffCheck)] = &[
     ("diff: Startup(CLEAR); again gives TPM_RC_INITIALIZE", diff_startup),
     ("diff: Shutdown(CLEAR), power cycle, Startup(CLEAR)", diff_shutdown_power_cycle),
-    ("diff: SelfTest(full)", diff_self_test),
+    ("diff: SelfTest(full), GetTestResult, IncrementalSelfTest", diff_self_test),
     ("diff: GetCapability PCRS, HANDLES (PCR, permanent)", diff_capability_pcrs_handles),
     ("diff: GetCapability TPM_PROPERTIES fixed (vendor fields masked)", diff_properties_fixed),
     ("diff: GetCapability TPM_PROPERTIES variable (capacities masked)", diff_properties_variable),
     ("diff: GetCapability ALGS attributes of common algorithms", diff_algorithms),
     ("diff: GetCapability COMMANDS attributes of common commands", diff_commands),
     ("diff: GetCapability ECC_CURVES: ours a subset of swtpm's", diff_curves),
+    ("diff: TestParms of supported and refused parameter sets", diff_test_parms),
     ("diff: PCR_Extend 3 banks, PCR_Read all 24 PCRs per bank", diff_pcr_extend_read),
     ("diff: PCR_Event, PCR_Reset, PCR_Read", diff_pcr_event_reset),
     ("diff: Hash SHA-1/256/384/512 (NULL hierarchy)", diff_hash),
@@ -344,11 +345,59 @@ fn diff_shutdown_power_cycle(d: &mut Diff, _: &Fixtures) -> Result<()> {
     d.same_ok(&startup_clear()).map(|_| ())
 }
 
+/// After a full self-test: the same test result (success, no data) and an empty toDoList;
+/// TPM_ALG_NULL and an unimplemented algorithm (SM3_256) in toTest are the same error.
 fn diff_self_test(d: &mut Diff, _: &Fixtures) -> Result<()> {
     d.same_ok(&Command::new(cc::SELF_TEST).with(|p| {
         p.u8(1);
-    }))
-    .map(|_| ())
+    }))?;
+    d.same_ok(&Command::new(cc::GET_TEST_RESULT))?;
+    let incremental = |algs: &'static [u16]| {
+        Command::new(cc::INCREMENTAL_SELF_TEST).with(move |p| {
+            p.u32(algs.len() as u32);
+            for a in algs {
+                p.u16(*a);
+            }
+        })
+    };
+    d.same_ok(&incremental(&[alg::RSA, alg::ECC, alg::SHA256, alg::AES]))?;
+    for bad in [&[alg::SHA1, alg::NULL][..], &[0x0012][..]] {
+        let response = d.same(&incremental(bad))?;
+        ensure!(response_code(&response) != 0, "IncrementalSelfTest({bad:x?}) succeeded");
+    }
+    Ok(())
+}
+
+/// TestParms (TPMT_PUBLIC_PARMS) that both TPMs accept, and that both refuse the same way
+/// (RSA-4096 and AES-512: TPM_RC_VALUE; SHA3-256 in a scheme: TPM_RC_HASH; an unknown type:
+/// TPM_RC_TYPE).
+fn diff_test_parms(d: &mut Diff, _: &Fixtures) -> Result<()> {
+    let parms: &[(&[u16], &[u8])] = &[
+        (&[alg::RSA, alg::NULL, alg::NULL, 2048], &[0; 4]),
+        (&[alg::RSA, alg::NULL, alg::RSASSA, alg::SHA256, 3072], &[0; 4]),
+        (&[alg::ECC, alg::NULL, alg::ECDSA, alg::SHA384, 0x0004, alg::NULL], &[]),
+        (&[alg::SYMCIPHER, alg::AES, 256, alg::CFB], &[]),
+        (&[alg::KEYEDHASH, alg::HMAC, alg::SHA512], &[]),
+        (&[alg::RSA, alg::NULL, alg::NULL, 4096], &[0; 4]),
+        (&[alg::SYMCIPHER, alg::AES, 512, alg::CFB], &[]),
+        (&[alg::RSA, alg::NULL, alg::RSASSA, 0x0027, 2048], &[0; 4]),
+        (&[0x0044, alg::NULL], &[]),
+    ];
+    for (i, (words, tail)) in parms.iter().enumerate() {
+        let command = Command::new(cc::TEST_PARMS).with(|p| {
+            for w in *words {
+                p.u16(*w);
+            }
+            p.extend_from_slice(tail);
+        });
+        let response = d.same(&command)?;
+        ensure!(
+            (response_code(&response) == 0) == (i < 5),
+            "TestParms {words:x?}: {}",
+            hex(&response)
+        );
+    }
+    Ok(())
 }
 
 fn diff_capability_pcrs_handles(d: &mut Diff, _: &Fixtures) -> Result<()> {

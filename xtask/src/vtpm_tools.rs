@@ -95,12 +95,17 @@ impl Tools {
     /// Runs a command line (e.g. openssl verifying a tampered message) that
     /// must fail.
     pub fn fails(&self, line: &str) -> Result<()> {
+        self.fails_stderr(line).map(|_| ())
+    }
+
+    /// [`Tools::fails`], returning what the tool wrote to stderr.
+    pub fn fails_stderr(&self, line: &str) -> Result<String> {
         let mut words = line.split_whitespace();
         let program = words.next().context("empty command line")?;
         let out = self.command(program, &words.collect::<Vec<_>>()).output()?;
         self.flush(program)?;
         ensure!(!out.status.success(), "`{line}` succeeded but must fail");
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
     fn flush(&self, program: &str) -> Result<()> {
