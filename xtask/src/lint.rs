@@ -1,7 +1,7 @@
 //! `cargo xtask lint`: clippy with warnings as errors over every crate, for
 //! the target it is built for: the host crates (and the host builds of the
 //! kernel and loader libraries, with their unit tests), then the bare-metal
-//! binaries for x86_64-unknown-none.
+//! binaries for x86_64-unknown-none, then the cargo-fuzz projects.
 
 use anyhow::Result;
 
@@ -14,6 +14,13 @@ const BARE_METAL: &[(&str, &str)] = &[
     ("romloader", "bare-metal"),
     ("test-guest", "bare-metal"),
 ];
+
+/// cargo-fuzz projects: each its own workspace, so nothing else builds
+/// them. Linted on the stable toolchain without sanitizers (a plain build of
+/// libfuzzer-sys needs only a C++ compiler for libFuzzer's sources) so the
+/// targets keep compiling against the crates they fuzz; running them needs
+/// `cargo fuzz` (see their READMEs).
+const FUZZ_PROJECTS: &[&str] = &["kernel/fuzz", "vtpm/fuzz"];
 
 pub fn run(env: &Env) -> Result<()> {
     println!("lint: host crates");
@@ -28,6 +35,19 @@ pub fn run(env: &Env) -> Result<()> {
             package,
             "--features",
             features,
+            "--",
+            "-D",
+            "warnings",
+        ])?;
+    }
+    for project in FUZZ_PROJECTS {
+        println!("lint: {project} (fuzz targets, built but not run)");
+        let manifest = format!("{project}/Cargo.toml");
+        env.cargo(&[
+            "clippy",
+            "--manifest-path",
+            &manifest,
+            "--all-targets",
             "--",
             "-D",
             "warnings",

@@ -54,7 +54,7 @@ const INTERESTING: [u64; 16] = [
     RAM.base + RAM.size - PAGE,
     RAM.base + RAM.size,
     0xFEE0_0000,
-    u64::MAX & !0xFFF,
+    !0xFFF,
 ];
 
 #[derive(Arbitrary, Debug, Clone, Copy)]

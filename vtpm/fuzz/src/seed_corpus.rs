@@ -30,10 +30,10 @@ fn main() -> Result<(), String> {
             let client = words.next().and_then(|w| w.parse().ok());
             let locality = words.nth(1).and_then(|w| w.trim_end_matches(':').parse().ok());
             current = client.zip(locality);
-        } else if let Some(hex) = line.trim_start().strip_prefix("command  ") {
-            if let (Some((client, locality)), Some(bytes)) = (current.take(), unhex(hex.trim())) {
-                streams.entry(client).or_default().push((locality, bytes));
-            }
+        } else if let Some(hex) = line.trim_start().strip_prefix("command  ")
+            && let (Some((client, locality)), Some(bytes)) = (current.take(), unhex(hex.trim()))
+        {
+            streams.entry(client).or_default().push((locality, bytes));
         }
     }
     let mut files = 0;
