@@ -53,6 +53,8 @@ struct SessionUse {
     /// sessionKey || authValue as used for the command (fallback for the response).
     key: Zeroizing<Vec<u8>>,
     policy: bool,
+    /// The command's HMAC was empty (allowed with an empty HMAC key).
+    empty_hmac: bool,
 }
 
 pub struct AuthState {
@@ -213,6 +215,7 @@ impl AuthArea {
                     entity: None,
                     key,
                     policy: false,
+                    empty_hmac: entry.hmac.is_empty(),
                 });
                 continue;
             };
@@ -414,7 +417,10 @@ impl AuthArea {
                 &key,
                 &[cp, &entry.nonce_caller, &s.nonce_tpm, &extra, &[entry.attrs]],
             );
-            if !bool::from(expect.ct_eq(&entry.hmac[..])) {
+            // With an empty HMAC key (unsalted, unbound, no authValue) an empty HMAC is
+            // allowed, as the reference implementation's ComputeCommandHMAC does.
+            let empty_allowed = key.is_empty() && entry.hmac.is_empty();
+            if !empty_allowed && !bool::from(expect.ct_eq(&entry.hmac[..])) {
                 return Err(auth_failure(tpm, entity));
             }
         }
@@ -425,6 +431,7 @@ impl AuthArea {
             entity: Some(handle),
             key,
             policy,
+            empty_hmac: entry.hmac.is_empty(),
         })
     }
 }
@@ -558,7 +565,9 @@ impl AuthState {
                 rp_hashes.push((alg, hash(alg, &[&0u32.to_be_bytes(), &cc.to_be_bytes(), out])));
             }
             let rp = &rp_hashes.iter().find(|(a, _)| *a == alg).expect("just added").1;
-            let mac = if s.is_policy() && s.policy.password_needed {
+            // A policy session with an empty HMAC key answers an empty HMAC with an empty one.
+            let empty_key_policy = s.is_policy() && keys[i].is_empty() && u.empty_hmac;
+            let mac = if s.is_policy() && s.policy.password_needed || empty_key_policy {
                 Vec::new()
             } else {
                 hmac(alg, &keys[i], &[rp, &new_nonces[i], &u.nonce_caller, &[u.attrs]])

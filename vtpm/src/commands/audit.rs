@@ -25,6 +25,9 @@ pub struct CommandAudit {
     pub digest: Vec<u8>,
     pub counter: u64,
     pub commands: BTreeSet<u32>,
+    /// The command being executed changed the digest algorithm: it is not audited itself
+    /// (the reference implementation's special case), the digest stays reset.
+    pub alg_changed: bool,
 }
 
 impl Default for CommandAudit {
@@ -34,6 +37,7 @@ impl Default for CommandAudit {
             digest: Vec::new(),
             counter: 0,
             commands: [CC_SET_COMMAND_CODE_AUDIT_STATUS].into_iter().collect(),
+            alg_changed: false,
         }
     }
 }
@@ -42,6 +46,9 @@ impl Tpm {
     /// Extends the command audit digest for an audited command that succeeded.
     pub(crate) fn audit_command(&mut self, cp_hash: &[u8], rp_hash: &[u8]) {
         let a = &mut self.audit;
+        if core::mem::take(&mut a.alg_changed) {
+            return;
+        }
         if a.digest.is_empty() {
             a.counter += 1;
             a.digest = alloc::vec![0; a.alg.size()];
@@ -70,6 +77,7 @@ pub fn set_command_code_audit_status(tpm: &mut Tpm, _c: &mut Cmd, r: &mut Reader
         }
         tpm.audit.alg = alg;
         tpm.audit.digest.clear();
+        tpm.audit.alg_changed = true;
         return Ok(());
     }
     for cc in set.into_iter().filter(|cc| find(*cc).is_some()) {
