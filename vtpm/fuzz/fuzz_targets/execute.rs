@@ -34,9 +34,44 @@ const STARTUP_CLEAR: [u8; 12] = [0x80, 0x01, 0, 0, 0, 12, 0, 0, 1, 0x44, 0, 0];
 /// The answer to a bad command tag (TPM_ST_RSP_COMMAND, TPM_RC_BAD_TAG).
 const BAD_TAG: [u8; 10] = [0x00, 0xC4, 0, 0, 0, 10, 0, 0, 0, 0x1E];
 
+/// Commands whose response has a handle area (one handle) before the
+/// parameters: CreatePrimary, HMAC_Start, Load, ContextLoad, LoadExternal,
+/// StartAuthSession, HashSequenceStart, CreateLoaded.
+const RESPONSE_HANDLE: [u32; 8] = [0x131, 0x15B, 0x157, 0x161, 0x167, 0x176, 0x186, 0x191];
+
+fn be16(b: &[u8], at: usize) -> Option<usize> {
+    Some(usize::from(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?)))
+}
+
+fn be32(b: &[u8], at: usize) -> Option<usize> {
+    usize::try_from(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?)).ok()
+}
+
+/// A success response to a command with sessions: [handle] parameterSize,
+/// parameters, then one or more TPMS_AUTH_RESPONSE (nonce, attributes,
+/// hmac) filling the rest exactly. Returns a description of what is wrong.
+fn sessions_layout_error(cc: u32, response: &[u8]) -> Option<&'static str> {
+    let start = if RESPONSE_HANDLE.contains(&cc) { 14 } else { 10 };
+    let Some(parameter_size) = be32(response, start) else {
+        return Some("no parameterSize");
+    };
+    let mut at = start + 4 + parameter_size;
+    if at >= response.len() {
+        return Some("parameterSize leaves no authorization area");
+    }
+    while at < response.len() {
+        let Some(nonce) = be16(response, at) else { return Some("truncated nonce") };
+        at += 2 + nonce + 1;
+        let Some(hmac) = be16(response, at) else { return Some("truncated session") };
+        at += 2 + hmac;
+    }
+    (at != response.len()).then_some("authorization area overruns the response")
+}
+
 /// Size field equals the length, tag is NO_SESSIONS or SESSIONS, and an
 /// error response is exactly a 10-byte NO_SESSIONS header (or the bad-tag
-/// answer).
+/// answer). A success response has the command's tag; with sessions, its
+/// parameterSize and authorization area add up to the response size.
 fn check(command: &[u8], response: &[u8]) {
     if response == BAD_TAG {
         return;
@@ -49,6 +84,15 @@ fn check(command: &[u8], response: &[u8]) {
     assert!(tag == 0x8001 || tag == 0x8002, "tag of {response:02x?} to {command:02x?}");
     if rc != 0 {
         assert!(size == 10 && tag == 0x8001, "error response {response:02x?} to {command:02x?}");
+        return;
+    }
+    let command_tag = u16::from_be_bytes([command[0], command[1]]);
+    assert_eq!(tag, command_tag, "tag of success {response:02x?} to {command:02x?}");
+    if tag == 0x8002 {
+        let cc = u32::from_be_bytes([command[6], command[7], command[8], command[9]]);
+        if let Some(error) = sessions_layout_error(cc, response) {
+            panic!("{error}: {response:02x?} to {command:02x?}");
+        }
     }
 }
 
