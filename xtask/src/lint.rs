@@ -7,10 +7,13 @@ use anyhow::Result;
 
 use crate::env::Env;
 
-/// Bare-metal binary crates and the features that build them.
+/// Bare-metal binary crates and the features that build them. The kernel
+/// twice: as the SNP platform's kernel (no development PSP) and as the
+/// native one with the in-kernel tests, so every cfg'd path is linted.
 const BARE_METAL: &[(&str, &str)] = &[
     ("stage2", "bare-metal"),
-    ("kernel", "bare-metal,test-runner"),
+    ("kernel", "bare-metal"),
+    ("kernel", "bare-metal,test-runner,dev-psp"),
     ("romloader", "bare-metal"),
     ("test-guest", "bare-metal"),
 ];
@@ -26,7 +29,7 @@ pub fn run(env: &Env) -> Result<()> {
     println!("lint: host crates");
     env.cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
     for (package, features) in BARE_METAL {
-        println!("lint: {package} for x86_64-unknown-none");
+        println!("lint: {package} ({features}) for x86_64-unknown-none");
         env.cargo(&[
             "clippy",
             "--target",
