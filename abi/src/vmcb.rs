@@ -66,6 +66,14 @@ pub const TLB_FLUSH_ALL: u8 = 1;
 /// `interrupt_shadow` bit 0: the guest is in an interrupt shadow.
 pub const INTERRUPT_SHADOW: u64 = 1 << 0;
 
+/// RAX of the dev platform's null exit, `SVSMNOOP` in ASCII: a plain
+/// (not `rep`) VMMCALL with this in RAX is answered by the dev platform's
+/// exit handler with nothing but moving RIP past the instruction, before
+/// and without the request loop; any other plain VMMCALL gets #UD. It
+/// exists so `cargo xtask bench call` can time one bare exit-and-return.
+/// SNP hardware has no such thing (a VMMCALL raises #VC there).
+pub const DEV_NULL_EXIT_RAX: u64 = u64::from_be_bytes(*b"SVSMNOOP");
+
 /// Exit codes (VMCB `exit_code`).
 pub mod exit {
     /// Exception vector `n` intercepted: `EXCEPTION_BASE + n`.

@@ -13,6 +13,16 @@
 //! SEV_STATUS, writes of the SVM MSRs, nested page faults, shutdown, INIT,
 //! and the SVM instructions (answered with #UD). TCG reports no next RIP,
 //! so intercepted instructions are decoded from guest memory.
+//!
+//! One benchmark hook, this platform only: a plain VMMCALL with RAX =
+//! [`DEV_NULL_EXIT_RAX`] (the null exit) is answered in the exit handler by
+//! moving RIP past it and re-entering the guest: one exit, its decode and
+//! one VMRUN, no GHCB state, no request loop, no guest memory beyond the
+//! instruction fetch every intercept does. `cargo xtask bench call` times
+//! it as the bare exit-and-return an SVSM call is compared with. It changes
+//! no state but RIP (and the interrupt shadow, as every emulated
+//! instruction), so it gives a guest nothing it could not do with any other
+//! intercepted instruction; any other plain VMMCALL still gets #UD.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -25,7 +35,9 @@ use abi::sev_status::MSR_SEV_STATUS;
 use abi::snp_instr::{
     PvalidateError, RmpAdjustAttributes, RmpAdjustError, RmpPageSize, VmplPermissions,
 };
-use abi::vmcb::{GuestGprs, NP_ENABLE, TLB_FLUSH_ALL, Vmcb, event, exit, misc1, misc2, npf};
+use abi::vmcb::{
+    DEV_NULL_EXIT_RAX, GuestGprs, NP_ENABLE, TLB_FLUSH_ALL, Vmcb, event, exit, misc1, misc2, npf,
+};
 use abi::vmsa::{EFER_SVME, EXIT_CODE_VMGEXIT, Vmsa, vintr};
 use spin::{Mutex, Once};
 use zerocopy::FromZeros;
@@ -329,8 +341,13 @@ impl Dev {
             return Next::Leave(unhandled(cpu));
         };
         if !rep {
-            // A plain VMMCALL: no hypervisor call on this platform.
-            inject(cpu, event::exception(6, None));
+            if cpu.vmcb.save.rax == DEV_NULL_EXIT_RAX {
+                // The benchmark's null exit (module doc): return at once.
+                advance(cpu, length);
+            } else {
+                // A plain VMMCALL: no hypervisor call on this platform.
+                inject(cpu, event::exception(6, None));
+            }
             return Next::Resume;
         }
         let memory = guest_mem::guest();

@@ -87,6 +87,15 @@ pub fn vmgexit() {
     unsafe { asm!("rep vmmcall", options(nostack)) }
 }
 
+/// The dev platform's null exit (`abi::vmcb::DEV_NULL_EXIT_RAX`): one
+/// VMMCALL exit the platform returns from at once. Dev platform only: on
+/// SNP a VMMCALL raises #VC, which ends the test guest.
+pub fn null_exit() {
+    // SAFETY: the dev platform moves RIP past the VMMCALL and changes
+    // nothing else (no register, no memory).
+    unsafe { asm!("vmmcall", in("rax") abi::vmcb::DEV_NULL_EXIT_RAX, options(nostack)) }
+}
+
 /// A hint for spin loops.
 pub fn relax() {
     core::hint::spin_loop();

@@ -1,16 +1,22 @@
-//! `cargo xtask bench call`, guest side: times SVSM calls (QUERY_PROTOCOL
-//! through the calling area: Run-VMPL request, VMGEXIT, dispatch, result)
-//! against a bare VMGEXIT round trip of the same shape that the platform
-//! answers without dispatch (the GHCB MSR protocol's SEV-information
-//! request), with the TSC calibrated against the PIT. Prints the figures;
-//! judging them is the xtask's (and the reader's) business.
+//! `cargo xtask bench call`, guest side: times, with the TSC calibrated
+//! against the PIT,
+//! - SVSM calls (QUERY_PROTOCOL through the calling area: Run-VMPL request,
+//!   VMGEXIT, the request loop's dispatch, the result);
+//! - a protocol switch without dispatch: a GHCB MSR round trip of the same
+//!   shape (WRMSR, VMGEXIT, RDMSR: three exits) that the platform answers
+//!   without the request loop (the SEV-information request);
+//! - a single exit: the dev platform's null exit (one plain VMMCALL the
+//!   platform returns from at once; dev platform only).
+//!
+//! Prints the figures; judging them is the xtask's (and the reader's)
+//! business.
 
 use abi::ghcb::{MsrRequest, MsrResponse};
 use abi::svsm::{
     CORE_PROTOCOL_VERSION, CoreCall, PROTOCOL_CORE, SVSM_SUCCESS, query_protocol_request,
 };
 
-use crate::arch::{inb, outb, rdtsc, relax};
+use crate::arch::{inb, null_exit, outb, rdtsc, relax};
 use crate::console;
 use crate::env::Env;
 use crate::report::{self, BenchFigures};
@@ -50,9 +56,20 @@ pub fn run(env: &Env) -> ! {
             "bench: the bare round trip (GHCB MSR SEV-information request) gets no SEV-information response"
         ));
     }
+    // A platform without the null exit raises #UD (or #VC), which ends the
+    // test guest with a report.
+    let exit = || {
+        null_exit();
+        true
+    };
+    (0..WARM_UP).for_each(|_| {
+        exit();
+    });
     let call_cycles = time(call);
     let bare_cycles = time(bare);
-    let figures = BenchFigures { tsc_hz, iterations: ITERATIONS, call_cycles, bare_cycles };
+    let exit_cycles = time(exit);
+    let figures =
+        BenchFigures { tsc_hz, iterations: ITERATIONS, call_cycles, bare_cycles, exit_cycles };
     console::with_console(|out| {
         let _ = report::write_bench(out, &figures);
     });

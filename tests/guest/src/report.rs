@@ -89,16 +89,19 @@ pub struct BenchFigures {
     pub iterations: u64,
     /// Cycles per SVSM call (QUERY_PROTOCOL through the calling area).
     pub call_cycles: u64,
-    /// Cycles per bare VMGEXIT round trip answered without dispatch.
+    /// Cycles per protocol switch without dispatch: a GHCB MSR round trip
+    /// (WRMSR, VMGEXIT, RDMSR) answered without the request loop.
     pub bare_cycles: u64,
+    /// Cycles per single exit: the dev platform's null exit (one VMMCALL).
+    pub exit_cycles: u64,
 }
 
 /// Writes the benchmark line.
 pub fn write_bench(out: &mut impl Write, f: &BenchFigures) -> fmt::Result {
     writeln!(
         out,
-        "{BENCH}tsc_hz={} iterations={} call_cycles={} bare_cycles={}",
-        f.tsc_hz, f.iterations, f.call_cycles, f.bare_cycles
+        "{BENCH}tsc_hz={} iterations={} call_cycles={} bare_cycles={} exit_cycles={}",
+        f.tsc_hz, f.iterations, f.call_cycles, f.bare_cycles, f.exit_cycles
     )
 }
 
@@ -149,7 +152,8 @@ pub fn parse_touch(line: &str) -> Option<(Access, u64)> {
 /// Parses the benchmark line.
 pub fn parse_bench(line: &str) -> Option<BenchFigures> {
     let rest = line.trim_end().strip_prefix(BENCH)?;
-    let mut figures = BenchFigures { tsc_hz: 0, iterations: 0, call_cycles: 0, bare_cycles: 0 };
+    let mut figures =
+        BenchFigures { tsc_hz: 0, iterations: 0, call_cycles: 0, bare_cycles: 0, exit_cycles: 0 };
     let mut seen = 0;
     for field in rest.split(' ') {
         let (key, value) = field.split_once('=')?;
@@ -159,12 +163,13 @@ pub fn parse_bench(line: &str) -> Option<BenchFigures> {
             "iterations" => &mut figures.iterations,
             "call_cycles" => &mut figures.call_cycles,
             "bare_cycles" => &mut figures.bare_cycles,
+            "exit_cycles" => &mut figures.exit_cycles,
             _ => return None,
         };
         *slot = value;
         seen += 1;
     }
-    (seen == 4).then_some(figures)
+    (seen == 5).then_some(figures)
 }
 
 /// Parses `0x`-prefixed hex.
@@ -188,6 +193,7 @@ mod tests {
             iterations: 500,
             call_cycles: 90_000,
             bare_cycles: 70_000,
+            exit_cycles: 20_000,
         };
         write_bench(&mut s, &figures).unwrap();
         let lines: Vec<_> = s.lines().collect();
@@ -213,5 +219,7 @@ mod tests {
         assert_eq!(parse_summary("SVSM: 3 passed, 0 failed"), None);
         assert_eq!(parse_touch("test-guest: touching SVSM memory: read gpa=12"), None);
         assert_eq!(parse_bench("test-guest: bench tsc_hz=1"), None);
+        let without_exit = "test-guest: bench tsc_hz=1 iterations=2 call_cycles=3 bare_cycles=4";
+        assert_eq!(parse_bench(without_exit), None, "all five figures are needed");
     }
 }
