@@ -9,6 +9,25 @@
 //! or with reserved bits set is SVSM_ERR_INVALID_PARAMETER; a PVALIDATE or
 //! RMPADJUST the SVSM issues that fails is `0x8000_1000 + its code`.
 //! Before the guest gets access to a page it validated, the page is zeroed.
+//!
+//! Deposited memory, what it is for today: DEPOSIT_MEM takes pages from
+//! the guest (RMPADJUST removes every lower VMPL's access; a 2 MiB page is
+//! validated again as 512 4 KiB pages so each can be withdrawn alone),
+//! records them as SVSM-held (the checked guest memory then refuses them in
+//! every later call: calling areas, lists, VMSAs, buffers) and keeps them in
+//! the [`DepositPool`](super::DepositPool); WITHDRAW_MEM zeroes each page
+//! before granting it back, and the startup vCPU's MEM_AVAILABLE byte says
+//! whether any is left. Nothing in the SVSM allocates from the pool, because
+//! nothing it keeps for the guest grows with the guest's demands: a vCPU is
+//! the guest's own VMSA page (which CREATE_VCPU takes) plus a small record in
+//! the SVSM's heap; the SVM state (VMCB, host save area, XSAVE area) is per
+//! physical CPU, allocated at boot from the SVSM's region; the vTPM's state
+//! has its own arena there. So the SVSM never asks for memory (it never
+//! returns the spec's "more memory needed" codes 0x4000_0000-0x7FFF_FFFF),
+//! and a guest that deposits pages only lends pages it cannot use until it
+//! withdraws them. Not done: allocating from the pool, which would need a
+//! mapping of each page in the SVSM's address space and bookkeeping so that
+//! WITHDRAW_MEM hands back only pages not in use.
 
 use abi::layout::PAGE_SIZE;
 use abi::snp_instr::{
@@ -22,6 +41,8 @@ use abi::svsm::{
 use abi::vmsa::{EFER_SVME, Vmsa};
 
 use super::{CallContext, VcpuState, protocol_versions};
+#[cfg(doc)]
+use crate::guest_mem::GuestMemory;
 use crate::guest_mem::{PageOwner, read_obj, write_obj};
 
 /// The core protocol versions served.
