@@ -105,7 +105,7 @@
 //!   template's name and the sensitive data drives key generation, so the same seed and template
 //!   always give the same key (the values differ from other TPMs, whose seeds differ anyway).
 //! * **Self-tests are real known-answer tests** (`selftest`): TPM2_Startup tests the hashes,
-//!   HMAC, AES-CFB and the KDFs (~20 us); RSA and ECC (~15 ms on the host) are tested by
+//!   HMAC, AES-CFB and the KDFs (~10-30 us); RSA and ECC (~3 ms on the host) are tested by
 //!   TPM2_SelfTest / TPM2_IncrementalSelfTest or before the first command that may use them. A
 //!   failing test puts the TPM in failure mode (TPM_RC_FAILURE to all but GetTestResult and
 //!   GetCapability) until the next `_TPM_Init`.

@@ -241,19 +241,22 @@ fn aes_test(key: &[u8], ciphertext: &[u8], tamper: bool) -> bool {
     encrypted && data == AES_CFB_PT
 }
 
+/// The private-key operations (decryption, signing) run with a 1024-bit key (the same code
+/// as 2048-bit keys, at a sixth of the cost); the public-key operations with a 2048-bit key.
 fn rsa_test(tpm: &mut Tpm, tamper: bool) -> bool {
-    let Ok(key) = rsa::private_from_prime(&RSA_N, 0, &RSA_P) else { return false };
-    let public = key.as_public_key();
+    let Ok(key) = rsa::private_from_prime(&RSA1024_N, 0, &RSA1024_P) else { return false };
+    let Ok(public) = rsa::public_key(&RSA2048_N, 0) else { return false };
     let digest = hash(HashAlg::Sha256, &[b"abc"]);
     let mut rng = tpm.rng();
     let oaep = rsa::decrypt(&mut rng, &key, RsaEncScheme::Oaep(HashAlg::Sha1), &[], &RSA_OAEP_CT);
     let rsaes = rsa::decrypt(&mut rng, &key, RsaEncScheme::Rsaes, &[], &RSA_RSAES_CT);
     let signed = rsa::sign(&mut rng, &key, RsaSigScheme::Rsassa(HashAlg::Sha256), &digest);
+    let sha256 = HashAlg::Sha256;
     oaep.is_ok_and(|m| matches(&m, &RSA_OAEP_PT, tamper))
         && rsaes.is_ok_and(|m| m.as_slice() == RSA_RSAES_PT)
-        && signed.is_ok_and(|s| s == RSA_RSASSA_SIG)
-        && rsa::verify(public, RsaSigScheme::Rsassa(HashAlg::Sha256), &digest, &RSA_RSASSA_SIG)
-        && rsa::verify(public, RsaSigScheme::Rsapss(HashAlg::Sha256), &digest, &RSA_PSS_SIG)
+        && signed.is_ok_and(|s| s == RSA1024_RSASSA_SIG)
+        && rsa::verify(&public, RsaSigScheme::Rsassa(sha256), &digest, &RSA2048_RSASSA_SIG)
+        && rsa::verify(&public, RsaSigScheme::Rsapss(sha256), &digest, &RSA2048_PSS_SIG)
 }
 
 /// An ECC known answer: a key pair, an ECDSA signature of SHA(`"sample"`), and an ECDH peer
@@ -330,9 +333,38 @@ const KDFA_ANSWER: [u8; 48] = h("38ac39596de6ef55c35a66fd80b860c8f556985957d72cb
      75940ee4d725ea3a7cb25d8c726edf58");
 const KDFE_ANSWER: [u8; 32] = h("d4f962b1effb043a5d1789fa55fd5301b31f0645202c5c1b1a2104eebdebe23a");
 
-// RSA: the 2048-bit key of "Example 10" in RSA Laboratories' PKCS #1 v2.1 OAEP test vectors
-// (oaep-vect.txt; e = 65537), its first prime, and OAEP Example 10.1 (SHA-1, empty label).
-const RSA_N: [u8; 256] = h("ae45ed5601cec6b8cc05f803935c674ddbe0d75c4c09fd7951fc6b0caec313a8\
+// RSA: the keys of "Example 1" (1024 bits) and "Example 10" (2048 bits) in RSA Laboratories'
+// PKCS #1 v2.1 OAEP test vectors (oaep-vect.txt; e = 65537); the first prime of Example 1
+// (recovered from n, e, d); OAEP Example 1.1 (SHA-1, MGF1-SHA-1, empty label).
+const RSA1024_N: [u8; 128] = h("a8b3b284af8eb50b387034a860f146c4919f318763cd6c5598c8ae4811a1e0ab\
+     c4c7e0b082d693a5e7fced675cf4668512772c0cbc64a742c6c630f533c8cc72\
+     f62ae833c40bf25842e984bb78bdbf97c0107d55bdb662f5c4e0fab9845cb514\
+     8ef7392dd3aaff93ae1e6b667bb3d4247616d4f5ba10d4cfd226de88d39f16fb");
+const RSA1024_P: [u8; 64] = h("d32737e7267ffe1341b2d5c0d150a81b586fb3132bed2f8d5262864a9cb9f30a\
+     f38be448598d413a172efb802c21acf1c11c520c2f26a471dcad212eac7ca39d");
+const RSA_OAEP_PT: [u8; 28] = h("6628194e12073db03ba94cda9ef9532397d50dba79b987004afefe34");
+const RSA_OAEP_CT: [u8; 128] =
+    h("354fe67b4a126d5d35fe36c777791a3f7ba13def484e2d3908aff722fad468fb\
+     21696de95d0be911c2d3174f8afcc201035f7b6d8e69402de5451618c21a535f\
+     a9d7bfc5b8dd9fc243f8cf927db31322d6e881eaa91a996170e657a05a266426\
+     d98c88003f8477c1227094a0d9fa1e8c4024309ce1ecccb5210035d47ac72e8a");
+// With the Example 1 key, computed with OpenSSL (Python `cryptography`); RSASSA also checked
+// with plain integer arithmetic (EMSA-PKCS1-v1_5 encoding, then m^d mod n):
+// RSASSA-PKCS1-v1_5 with SHA-256 of SHA-256("abc") (deterministic);
+const RSA1024_RSASSA_SIG: [u8; 128] =
+    h("a6f549b299c8e771be7926f6c286062d345188d74a7c56760ba2b43a35ea1b89\
+     a69efdcd91a09a4c0a7e59511de390432cc52732e92f261bc06a9a913a86bc4e\
+     26d05b5b90a6f2d2881ae93f09a0b801f1c256b520850e04032beaea888789b9\
+     39bf1a0e8d4d757988c01544cc9cf904d22cc49c645d78244f764ed0bedfd9e1");
+// RSAES-PKCS1-v1_5 encryption of "TPM self-test".
+const RSA_RSAES_PT: &[u8] = b"TPM self-test";
+const RSA_RSAES_CT: [u8; 128] =
+    h("0e4b83688232fce248efff27e5589d793adf35e04289364b605e849508d6da60\
+     e085acc5d4cc378b320e3820d4ebbb118f997371ba745d3d0359f2b943c19791\
+     67ca508825aea411578a3dcbd5858a75fc90812527a670771b16f7178d9fbb36\
+     d0ca21edc1d816ee44584cabe599ea549786ac15bc4bf258bc13ec0acd7a633d");
+// The Example 10 modulus; with its private key (OpenSSL, as above):
+const RSA2048_N: [u8; 256] = h("ae45ed5601cec6b8cc05f803935c674ddbe0d75c4c09fd7951fc6b0caec313a8\
      df39970c518bffba5ed68f3f0d7f22a4029d413f1ae07e4ebe9e4177ce23e7f5\
      404b569e4ee1bdcf3c1fb03ef113802d4f855eb9b5134b5a7c8085adcae6fa2f\
      a1417ec3763be171b0c62b760ede23c12ad92b980884c641f5a8fac26bdad4a0\
@@ -340,24 +372,8 @@ const RSA_N: [u8; 256] = h("ae45ed5601cec6b8cc05f803935c674ddbe0d75c4c09fd7951fc
      c2aeeae56e02f7cf79fc14cf3bdc7cd84febbbf950ca90304b2219a7aa063aef\
      a2c3c1980e560cd64afe779585b6107657b957857efde6010988ab7de417fc88\
      d8f384c4e6e72c3f943e0c31c0c4a5cc36f879d8a3ac9d7d59860eaada6b83bb");
-const RSA_P: [u8; 128] = h("ecf5aecd1e5515fffacbd75a2816c6ebf49018cdfb4638e185d66a7396b6f809\
-     0f8018c7fd95cc34b857dc17f0cc6516bb1346ab4d582cadad7b4103352387b7\
-     0338d084047c9d9539b6496204b3dd6ea442499207bec01f964287ff6336c398\
-     4658336846f56e46861881c10233d2176bf15a5e96ddc780bc868aa77d3ce769");
-const RSA_OAEP_PT: [u8; 28] = h("8bba6bf82a6c0f86d5f1756e97956870b08953b06b4eb205bc1694ee");
-const RSA_OAEP_CT: [u8; 256] =
-    h("53ea5dc08cd260fb3b858567287fa91552c30b2febfba213f0ae87702d068d19\
-     bab07fe574523dfb42139d68c3c5afeee0bfe4cb7969cbf382b804d6e6139614\
-     4e2d0e60741f8993c3014b58b9b1957a8babcd23af854f4c356fb1662aa72bfc\
-     c7e586559dc4280d160c126785a723ebeebeff71f11594440aaef87d10793a87\
-     74a239d4a04c87fe1467b9daf85208ec6c7255794a96cc29142f9a8bd418e3c1\
-     fd67344b0cd0829df3b2bec60253196293c6b34d3f75d32f213dd45c6273d505\
-     adf4cced1057cb758fc26aeefa441255ed4e64c199ee075e7f16646182fdb464\
-     739b68ab5daff0e63e9552016824f054bf4d3c8c90a97bb6b6553284eb429fcc");
-// With the same key, computed with OpenSSL (Python `cryptography`) and, for RSASSA, checked
-// with plain integer arithmetic (EMSA-PKCS1-v1_5 encoding, then m^d mod n):
 // RSASSA-PKCS1-v1_5 with SHA-256 of SHA-256("abc") (deterministic);
-const RSA_RSASSA_SIG: [u8; 256] =
+const RSA2048_RSASSA_SIG: [u8; 256] =
     h("17f5ee59178c7c2c75317e6a67c6a5f3317636370caa2cba4d12069d1c676517\
      19698c011c6dd6f82bc3ea0b8b18dacf0b4341d7c93fa5a1e49fd98225e79e0d\
      267d9fb4073ee771c656ac2e0acf30ca2eadd3194d8851ae479defec5579f192\
@@ -367,7 +383,7 @@ const RSA_RSASSA_SIG: [u8; 256] =
      1f223d40d4e50df028d82572a36692051a8d69cd24406257f36c7901dd4af769\
      c0eb914e7e6e900ae443b89969a7490c927de68df81c9aa69681b5a347e3ebb0");
 // RSASSA-PSS (SHA-256, MGF1-SHA-256, 32-octet salt) of SHA-256("abc");
-const RSA_PSS_SIG: [u8; 256] =
+const RSA2048_PSS_SIG: [u8; 256] =
     h("4226931a4a2d582b0366f93b20630b3ee0479aae8b46da7eb56f20aa2027f418\
      a725718de3aca062b7c93de8efcd814ad095c094dcaabad7cb1b921b03812007\
      7f4d587d815d45e6f60452e784bbb518a3808b4995697b6c7887bfaf94ff314a\
@@ -376,17 +392,6 @@ const RSA_PSS_SIG: [u8; 256] =
      62ea49ffce06a0c8daffec43872d40c9c327dbc49261c0d8f900cfe548f96983\
      bf573a2ccfcaeab1580c1b432d79c492450bd6c3b9933b28f5b2e7cb2bc432df\
      50e3b3decdfa8fd47af14cc7d188de700d5da45c7cef85db47b9d40ac4f29187");
-// RSAES-PKCS1-v1_5 encryption of "TPM self-test".
-const RSA_RSAES_PT: &[u8] = b"TPM self-test";
-const RSA_RSAES_CT: [u8; 256] =
-    h("53e4aa1ea3f280b733ec9da6465425258cebcb00bfa7e5252814e9efd9548f02\
-     f4c8953b6ea66e2cc9642d6a9d254adca7eb7d0bd19dfeee6c69c32368945ebc\
-     2e26fa159aff5c96088feeb62b7d44411e0df37d944fe3697f6343faac58488a\
-     4183c35ec34e06b49ccb6030ee4209bcb780a165c3fb37ddb57e6e82330b2cce\
-     9844e3ced99c27f80c493666523fb57d8a21310e572ddc060731f825769f3e3d\
-     47dced55a91dbf27ddb18204c4081990d15ccdbe4c32373cfed3cb68f70f19ba\
-     a9296da42f936c6487f4efa4608104ccdee0b5627e701f74e5f1cbb832c3b75a\
-     cc43b4b8ae9ef750a36f61946655e5f8974b47bb637baab2344fc087d9a1a13d");
 
 // ECC: RFC 6979 A.2.5 (P-256) and A.2.6 (P-384): private key, public key, and the ECDSA
 // signature of "sample" with SHA-256 / SHA-384. ECDH: the peer is 0x1234567 * G (P-256) and
