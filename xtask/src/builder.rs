@@ -91,16 +91,22 @@ pub fn build_bare_metal(env: &Env, package: &str, features: &str) -> Result<Path
     Ok(elf)
 }
 
-/// Copies `elf` without debug sections (binutils objcopy).
-fn strip_debug(elf: &Path, out: &Path) -> Result<()> {
+/// Copies `elf` without debug sections and symbols (binutils objcopy).
+///
+/// The symbol table goes too because it is not reproducible: rustc names
+/// some internal symbols with a hash that depends on where the source tree
+/// lies, so a guest owner rebuilding the same commit in another directory
+/// would get another launch digest. The unstripped ELF stays next to the
+/// image for debugging.
+fn strip_all(elf: &Path, out: &Path) -> Result<()> {
     let status = Command::new("objcopy")
-        .arg("--strip-debug")
+        .arg("--strip-all")
         .arg(elf)
         .arg(out)
         .status()
         .context("running objcopy (install binutils, or run `cargo xtask setup`)")?;
     if !status.success() {
-        bail!("objcopy --strip-debug {} failed ({status})", elf.display());
+        bail!("objcopy --strip-all {} failed ({status})", elf.display());
     }
     Ok(())
 }
@@ -138,7 +144,7 @@ pub fn build(env: &Env, options: &BuildOptions) -> Result<BuiltImage> {
         let symbols = out.join(format!("kernel-{name}.elf"));
         std::fs::copy(&elf, &symbols).context("copying the kernel ELF")?;
         let stripped = out.join(format!("kernel-{name}.stripped.elf"));
-        strip_debug(&symbols, &stripped)?;
+        strip_all(&symbols, &stripped)?;
         kernels.push((symbols, read(&stripped)?));
     }
     let romloader = build_bare_metal(env, "romloader", "bare-metal")?;

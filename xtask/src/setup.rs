@@ -78,7 +78,7 @@ pub fn ensure_binutils() -> Result<()> {
     if Command::new("objcopy").arg("--version").output().is_ok_and(|o| o.status.success()) {
         return Ok(());
     }
-    println!("setup: installing binutils (objcopy strips the kernel's debug info)");
+    println!("setup: installing binutils (objcopy strips the kernel ELF for the image)");
     apt_install_system(&["binutils"])
 }
 
