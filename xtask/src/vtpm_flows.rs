@@ -43,6 +43,7 @@ pub const FLOWS: &[(&str, Flow)] = &[
     ("getrandom sizes differ each call; stirrandom", random),
     ("testparms: supported sets accepted, unsupported refused with the exact error", test_parms),
     ("readclock advances", readclock),
+    ("setclock only forward; clockrateadjust", set_clock),
     ("measured boot: extend SHA-1/256/384 banks, read back, recompute", measured_boot),
     ("pcrevent: small (PCR_Event) and large (event sequence)", pcr_event),
     ("hash: all algorithms, small and sequence, owner ticket", hash),
@@ -67,6 +68,10 @@ pub const FLOWS: &[(&str, Flow)] = &[
     ("makecredential (software and TPM) / activatecredential", credential),
     ("NV ordinary index: define/write/read/lock/undefine", nv_ordinary),
     ("NV counter, extend index, index password", nv_kinds),
+    ("nvsetbits: a bit field ORs the bits, read back", nv_set_bits),
+    ("nvcertify and certifycreation: attestations verified by OpenSSL", certify_nv_creation),
+    ("command audit: audit digest recomputed, command list digest", command_audit),
+    ("hierarchycontrol: storage hierarchy off refuses primaries, on again", hierarchy_control),
     ("HMAC session, unsalted, parameter encryption", session_unsalted),
     ("HMAC session salted with RSA key, parameter encryption", session_rsa_salted),
     ("HMAC session salted with ECC key, bound to the object", session_ecc_bound),
@@ -74,6 +79,7 @@ pub const FLOWS: &[(&str, Flow)] = &[
     ("dictionary attack: lockout after max tries, reset", lockout),
     ("hierarchy changeauth: owner and endorsement", hierarchy_auth),
     ("clear: owner hierarchy reseeded, endorsement kept", clear),
+    ("changeeps: new endorsement keys, storage keys kept", change_eps),
     ("shutdown(STATE)/startup(STATE) keeps PCRs; CLEAR resets", shutdown_startup),
     ("pcrallocate: SHA-256 only after reset, then restored", pcr_allocate),
 ];
@@ -119,7 +125,6 @@ const SUPPORTED_PARMS: &[&str] = &[
     "ecc384:ecdh-sha384",
     "ecc256:ecdaa-sha256",
     "aes128cfb",
-    "aes192cfb",
     "aes256cfb",
     "hmac",
     "xor",
@@ -164,6 +169,13 @@ fn test_parms(c: &FlowCtx) -> Result<()> {
             t.cmd(&format!("tpm2_testparms {parms}"))?;
         }
     }
+    // AES-192: ours implements it, libtpms does not (TPM_RC_VALUE).
+    if ours {
+        t.cmd("tpm2_testparms aes192cfb")?;
+    } else {
+        let stderr = t.fails_stderr("tpm2_testparms aes192cfb")?;
+        ensure!(stderr.contains("Unsupported algorithm specification"), "aes192cfb: {stderr}");
+    }
     Ok(())
 }
 
@@ -203,6 +215,23 @@ fn readclock(c: &FlowCtx) -> Result<()> {
     std::thread::sleep(std::time::Duration::from_millis(50));
     let second = clock(&c.t)?;
     ensure!(second > first, "clock went from {first} to {second}");
+    Ok(())
+}
+
+/// ClockSet moves the clock forward only (back is TPM_RC_VALUE); ClockRateAdjust takes the
+/// six rate changes.
+fn set_clock(c: &FlowCtx) -> Result<()> {
+    let t = &c.t;
+    let clock = || -> Result<u64> { Ok(yaml_value(&t.cmd("tpm2_readclock")?, "clock")?.parse()?) };
+    let later = clock()? + 86_400_000;
+    t.cmd(&format!("tpm2_setclock {later}"))?;
+    let now = clock()?;
+    ensure!((later..later + 60_000).contains(&now), "clock {now} after setting {later}");
+    t.cmd_fails(RC_VALUE_P1, &format!("tpm2_setclock {}", later - 1000))?;
+    ensure!(clock()? >= now, "the clock went back");
+    for rate in ["s", "ss", "sss", "f", "ff", "fff"] {
+        t.cmd(&format!("tpm2_clockrateadjust {rate}"))?;
+    }
     Ok(())
 }
 
@@ -737,6 +766,117 @@ fn certify(c: &FlowCtx) -> Result<()> {
     Ok(())
 }
 
+/// NV_Certify of part of an index and CertifyCreation of a primary, both signed by an ECC key:
+/// signatures verified by OpenSSL, the attested contents, name and creation hash compared.
+fn certify_nv_creation(c: &FlowCtx) -> Result<()> {
+    let t = &c.t;
+    t.cmd("tpm2_createprimary -C o -G ecc256:ecdsa-sha256 -c signer.ctx -a fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign")?;
+    t.cmd("tpm2_readpublic -c signer.ctx -f pem -o signer.pem")?;
+    let index = "0x01500031";
+    t.cmd(&format!("tpm2_nvdefine {index} -C o -s 16 -a ownerwrite|ownerread"))?;
+    t.write("data", b"0123456789abcdef")?;
+    t.cmd(&format!("tpm2_nvwrite {index} -C o -i data"))?;
+    let name = unhex(yaml_value(&t.cmd(&format!("tpm2_nvreadpublic {index}"))?, "name")?)?;
+    t.cmd(&format!("tpm2_nvcertify -C signer.ctx -g sha256 -f plain -o nv.sig --attestation nv.att -q 1122 --size 6 --offset 4 -c o {index}"))?;
+    t.cmd("openssl dgst -sha256 -verify signer.pem -signature nv.sig nv.att")?;
+    let body = attest_body(&t.read("nv.att")?, 0x8014, Some(&[0x11, 0x22]))?;
+    let mut want = tpm2b_bytes(&name);
+    want.extend_from_slice(&4u16.to_be_bytes());
+    want.extend_from_slice(&tpm2b_bytes(b"456789"));
+    ensure!(body == want, "NV certify body {} differs from {}", hex(&body), hex(&want));
+    t.cmd(&format!("tpm2_nvundefine {index} -C o"))?;
+    t.cmd("tpm2_createprimary -C o -G ecc256 -c obj.ctx --creation-hash ch.bin --creation-ticket ct.bin")?;
+    t.cmd("tpm2_readpublic -c obj.ctx -n obj.name")?;
+    t.cmd("tpm2_certifycreation -C signer.ctx -c obj.ctx -d ch.bin -t ct.bin -g sha256 -o cc.sig -f plain --attestation cc.att -q 33")?;
+    t.cmd("openssl dgst -sha256 -verify signer.pem -signature cc.sig cc.att")?;
+    let body = attest_body(&t.read("cc.att")?, 0x801A, Some(&[0x33]))?;
+    // ch.bin holds the TPM2B_DIGEST as marshalled.
+    let want = [tpm2b_bytes(&t.read("obj.name")?), t.read("ch.bin")?].concat();
+    ensure!(body == want, "creation certify body {} differs from {}", hex(&body), hex(&want));
+    // Another creation hash does not match the ticket: TPM_RC_TICKET on parameter 4.
+    let mut other = t.read("ch.bin")?;
+    other[2] ^= 1;
+    t.write("other.bin", &other)?;
+    t.cmd_fails(0x4E0, "tpm2_certifycreation -C signer.ctx -c obj.ctx -d other.bin -t ct.bin -g sha256 -o x.sig --attestation x.att")?;
+    Ok(())
+}
+
+fn tpm2b_bytes(v: &[u8]) -> Vec<u8> {
+    let mut out = (v.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(v);
+    out
+}
+
+/// Command audit of GetRandom: after a GetCommandAuditDigest (which resets the digest), one
+/// audited GetRandom gives auditDigest = H(0...0 || cpHash || rpHash) and the counter one
+/// higher; commandDigest = H(SetCommandCodeAuditStatus || GetRandom); signatures by OpenSSL.
+fn command_audit(c: &FlowCtx) -> Result<()> {
+    let t = &c.t;
+    t.cmd("tpm2_createprimary -C o -G ecc256:ecdsa-sha256 -c signer.ctx -a fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign")?;
+    t.cmd("tpm2_readpublic -c signer.ctx -f pem -o signer.pem")?;
+    t.cmd("tpm2_setcommandauditstatus -g sha256")?;
+    t.cmd("tpm2_setcommandauditstatus 0x17b")?;
+    let audit = |file: &str| -> Result<(u64, Vec<u8>, Vec<u8>)> {
+        t.cmd(&format!("tpm2_getcommandauditdigest -c signer.ctx -g sha256 -m {file}.att -s {file}.sig -f plain -q 44"))?;
+        t.cmd(&format!(
+            "openssl dgst -sha256 -verify signer.pem -signature {file}.sig {file}.att"
+        ))?;
+        let body = attest_body(&t.read(&format!("{file}.att"))?, 0x8015, Some(&[0x44]))?;
+        let mut r = crate::vtpm_cmd::Reader::new(&body);
+        let counter = u64::from_be_bytes(r.take(8)?.try_into()?);
+        ensure!(r.u16()? == alg::SHA256, "audit digest algorithm");
+        Ok((counter, r.tpm2b()?.to_vec(), r.tpm2b()?.to_vec()))
+    };
+    let (first, ..) = audit("a1")?;
+    let random = unhex(t.cmd("tpm2_getrandom --hex 8")?.trim())?;
+    let (second, digest, commands) = audit("a2")?;
+    let cp = digest_of(&[&0x17Bu32.to_be_bytes(), &8u16.to_be_bytes()]);
+    let rp =
+        digest_of(&[&0u32.to_be_bytes(), &0x17Bu32.to_be_bytes(), &8u16.to_be_bytes(), &random]);
+    ensure!(second == first + 1, "audit counter {first} then {second}");
+    ensure!(digest == digest_of(&[&[0; 32], &cp, &rp]), "audit digest {}", hex(&digest));
+    let list = [0x140u32.to_be_bytes(), 0x17Bu32.to_be_bytes()].concat();
+    ensure!(commands == digest_of(&[&list]), "command digest {}", hex(&commands));
+    t.cmd("tpm2_setcommandauditstatus --clear-list 0x17b")?;
+    Ok(())
+}
+
+fn digest_of(parts: &[&[u8]]) -> Vec<u8> {
+    digest(alg::SHA256, &parts.concat())
+}
+
+/// HierarchyControl: with shEnable clear the owner hierarchy refuses CreatePrimary
+/// (TPM_RC_HIERARCHY on handle 1) and TPMA_STARTUP_CLEAR says so; the platform enables it again.
+fn hierarchy_control(c: &FlowCtx) -> Result<()> {
+    let t = &c.t;
+    let sh_enable = || -> Result<String> {
+        let props = t.cmd("tpm2_getcap properties-variable")?;
+        Ok(yaml_value(yaml_section(&props, "TPM2_PT_STARTUP_CLEAR")?, "shEnable")?.to_string())
+    };
+    t.cmd("tpm2_hierarchycontrol -C p shEnable clear")?;
+    ensure!(sh_enable()? == "0", "shEnable still set");
+    t.cmd_fails(0x185, "tpm2_createprimary -C o -c x.ctx")?;
+    t.cmd("tpm2_hierarchycontrol -C p shEnable set")?;
+    ensure!(sh_enable()? == "1", "shEnable not set again");
+    t.cmd("tpm2_createprimary -C o -c x.ctx")?;
+    Ok(())
+}
+
+/// ChangeEPS: the same EK template gives another key; the storage primary stays.
+fn change_eps(c: &FlowCtx) -> Result<()> {
+    let t = &c.t;
+    let public = |hierarchy: &str, file: &str| -> Result<Vec<u8>> {
+        t.cmd(&format!("tpm2_createprimary -C {hierarchy} -G ecc256 -c p.ctx"))?;
+        t.cmd(&format!("tpm2_readpublic -c p.ctx -o {file}"))?;
+        t.read(file)
+    };
+    let (ek, srk) = (public("e", "ek1.pub")?, public("o", "srk1.pub")?);
+    t.cmd("tpm2_changeeps")?;
+    ensure!(public("e", "ek2.pub")? != ek, "the endorsement key did not change");
+    ensure!(public("o", "srk2.pub")? == srk, "the storage key changed");
+    Ok(())
+}
+
 fn credential(c: &FlowCtx) -> Result<()> {
     let t = &c.t;
     t.cmd("tpm2_createek -c ek.ctx -G rsa -u ek.pub")?;
@@ -779,6 +919,20 @@ fn nv_name(index: u32, attributes: u32, size: u16) -> Vec<u8> {
     public.extend([0, 0]);
     public.extend(size.to_be_bytes());
     [&[0, 0x0b][..], &digest(alg::SHA256, &public)].concat()
+}
+
+/// NV_SetBits ORs into a bit-field index (nt=bits): 0x5 then 0x8000000000000100 read back
+/// as 0x8000000000000105.
+fn nv_set_bits(c: &FlowCtx) -> Result<()> {
+    let t = &c.t;
+    let index = "0x01500030";
+    t.cmd(&format!("tpm2_nvdefine {index} -C o -s 8 -a nt=bits|ownerwrite|ownerread"))?;
+    t.cmd(&format!("tpm2_nvsetbits {index} -C o -i 0x5"))?;
+    t.cmd(&format!("tpm2_nvsetbits {index} -C o -i 0x8000000000000100"))?;
+    t.cmd(&format!("tpm2_nvread {index} -C o -s 8 -o bits"))?;
+    ensure!(t.read("bits")? == 0x8000_0000_0000_0105u64.to_be_bytes(), "bit field contents");
+    t.cmd(&format!("tpm2_nvundefine {index} -C o"))?;
+    Ok(())
 }
 
 fn nv_ordinary(c: &FlowCtx) -> Result<()> {
