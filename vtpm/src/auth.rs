@@ -313,6 +313,15 @@ impl AuthArea {
         }
         // Policy checks (§5.6 item 8).
         if let Some(s) = session.as_ref().filter(|s| s.is_policy()) {
+            // A hierarchy or NV index without an authPolicy cannot be authorized by policy
+            // (the reference's IsAuthPolicyAvailable); an object always can.
+            let policy_settable = matches!(
+                entity.kind,
+                EntityKind::Hierarchy | EntityKind::Lockout | EntityKind::Nv { .. }
+            );
+            if policy_settable && entity.policy.is_empty() {
+                return Err(TPM_RC_AUTH_UNAVAILABLE);
+            }
             if s.kind == SessionKind::Trial {
                 return Err(TPM_RC_POLICY_FAIL);
             }

@@ -478,8 +478,9 @@ fn policy_nv_compares_and_extends_the_digest() {
     let args = sha256(&[b"cde", &hex("0002 0000")]);
     let want = sha256(&[&[0; 32], &hex("00000149"), &args, &index_name]);
     assert_eq!(policy_digest(&mut tpm, session), want);
-    // "abcd" < "abce" unsigned (TPM_EO_UNSIGNED_LT = 8); "abcd" == "abcx" is TPM_RC_POLICY.
-    assert_eq!(policy_nv(&mut tpm, session, b"abce", 0, 0x0008), 0);
+    // "abcd" < "abce" unsigned (TPM_EO_UNSIGNED_LT = 5); "abcd" == "abcx" is TPM_RC_POLICY.
+    assert_eq!(policy_nv(&mut tpm, session, b"abce", 0, 0x0005), 0);
+    assert_eq!(policy_nv(&mut tpm, session, b"abcc", 0, 0x0005), 0x126);
     assert_eq!(policy_nv(&mut tpm, session, b"abcx", 0, 0x0000), 0x126);
     // Past the end of the index: TPM_RC_NV_RANGE.
     assert_eq!(policy_nv(&mut tpm, session, b"gh!", 6, 0x0000), 0x146);
@@ -515,4 +516,95 @@ fn clock_set_only_advances() {
     let mut rest = pw_auth(b"");
     rest.push(0x10);
     assert_eq!(rc(&tpm.execute(C, 0, &cmd(0x8002, 0x130, &[OWNER], &rest))), 0x1C4);
+}
+
+#[test]
+fn nv_global_write_lock_until_startup() {
+    let mut tpm = started();
+    const GLOBALLOCK: u32 = 1 << 15;
+    define(&mut tpm, OWNERWRITE | OWNERREAD | GLOBALLOCK, b"", b"", 4);
+    assert_eq!(nv_write(&mut tpm, OWNER, b"", b"abcd"), 0);
+    assert_eq!(rc(&tpm.execute(C, 0, &cmd(0x8002, 0x132, &[OWNER], &pw_auth(b"")))), 0);
+    assert_eq!(nv_write(&mut tpm, OWNER, b"", b"efgh"), 0x148, "TPM_RC_NV_LOCKED");
+    assert_eq!(params(&nv_read(&mut tpm, OWNER, b"", 4), false).tpm2b(), b"abcd");
+    // The lock lasts until the next Startup.
+    tpm.reset();
+    assert_eq!(rc(&tpm.execute(C, 0, &cmd(0x8001, 0x144, &[], &[0, 0]))), 0);
+    assert_eq!(nv_write(&mut tpm, OWNER, b"", b"efgh"), 0);
+}
+
+#[test]
+fn set_primary_policy_authorizes_the_owner_by_policy() {
+    let mut tpm = started();
+    // CreatePrimary(owner) authorized by a policy session with PolicyCommandCode(CreatePrimary).
+    let policy = sha256(&[&[0; 32], &hex("0000016c 00000131")]);
+    let create = |tpm: &mut vtpm::Tpm| {
+        let session = policy_session(tpm);
+        let code = tpm.execute(C, 0, &cmd(0x8001, 0x16C, &[session], &hex("00000131")));
+        assert_eq!(rc(&code), 0);
+        let mut rest = policy_auth(session);
+        rest.extend_from_slice(&hex("0004 0000 0000"));
+        rest.extend_from_slice(&tpm2b(&hex(ECC_SIGN_TEMPLATE)));
+        rest.extend_from_slice(&hex("0000 00000000"));
+        rc(&tpm.execute(C, 0, &cmd(0x8002, 0x131, &[OWNER], &rest)))
+    };
+    // No owner policy yet: TPM_RC_AUTH_UNAVAILABLE.
+    assert_eq!(create(&mut tpm), 0x12F);
+    let mut rest = pw_auth(b"");
+    rest.extend_from_slice(&tpm2b(&policy));
+    rest.extend_from_slice(&hex("000b"));
+    assert_eq!(rc(&tpm.execute(C, 0, &cmd(0x8002, 0x12E, &[OWNER], &rest))), 0);
+    assert_eq!(create(&mut tpm), 0);
+    // A digest of the wrong size for the algorithm: TPM_RC_SIZE on parameter 1.
+    let mut rest = pw_auth(b"");
+    rest.extend_from_slice(&tpm2b(&[1; 20]));
+    rest.extend_from_slice(&hex("000b"));
+    assert_eq!(rc(&tpm.execute(C, 0, &cmd(0x8002, 0x12E, &[OWNER], &rest))), 0x1D5);
+}
+
+#[test]
+fn policy_counter_timer_compares_the_clock() {
+    let mut tpm = started();
+    let session = policy_session(&mut tpm);
+    // PolicyCounterTimer(session; operandB, offset, operation) on TPMS_TIME_INFO.clock.
+    let counter_timer = |tpm: &mut vtpm::Tpm, operand: u64, op: u16| {
+        let mut p = tpm2b(&operand.to_be_bytes());
+        p.extend_from_slice(&8u16.to_be_bytes());
+        p.extend_from_slice(&op.to_be_bytes());
+        rc(&tpm.execute(C, 0, &cmd(0x8001, 0x16D, &[session], &p)))
+    };
+    assert_eq!(counter_timer(&mut tpm, 0, 0x0003), 0); // clock > 0 (TPM_EO_UNSIGNED_GT)
+    // policyDigest' = H(policyDigest || TPM_CC_PolicyCounterTimer || H(operandB || offset || op)).
+    let args = sha256(&[&0u64.to_be_bytes(), &hex("0008 0003")]);
+    let want = sha256(&[&[0; 32], &hex("0000016d"), &args]);
+    assert_eq!(policy_digest(&mut tpm, session), want);
+    assert_eq!(counter_timer(&mut tpm, u64::MAX, 0x0003), 0x126, "TPM_RC_POLICY");
+}
+
+#[test]
+fn pp_commands_need_physical_presence() {
+    let mut tpm = started();
+    // PP_Commands(platform; setList {ClockSet}, clearList {}) always needs physical presence.
+    let mut rest = pw_auth(b"");
+    rest.extend_from_slice(&hex("00000001 00000128 00000000"));
+    let pp_commands = cmd(0x8002, 0x12D, &[PLATFORM], &rest);
+    assert_eq!(rc(&tpm.execute(C, 0, &pp_commands)) & 0xBF, 0x90, "TPM_RC_PP");
+    tpm.set_physical_presence(true);
+    assert_eq!(rc(&tpm.execute(C, 0, &pp_commands)), 0);
+    tpm.set_physical_presence(false);
+    // ClockSet with platform authorization now needs physical presence; with owner's, not.
+    let clock_set = |tpm: &mut vtpm::Tpm, auth: u32| {
+        let mut rest = pw_auth(b"");
+        rest.extend_from_slice(&u64::MAX.wrapping_shr(8).to_be_bytes());
+        rc(&tpm.execute(C, 0, &cmd(0x8002, 0x128, &[auth], &rest)))
+    };
+    assert_eq!(clock_set(&mut tpm, PLATFORM) & 0xBF, 0x90);
+    assert_eq!(clock_set(&mut tpm, OWNER), 0);
+    // GetCapability(PP_COMMANDS) lists it.
+    let rsp = tpm.execute(C, 0, &cmd(0x8001, 0x17A, &[], &hex("00000003 00000000 00000010")));
+    let mut p = params(&rsp, false);
+    p.take(1 + 4);
+    let count = p.u32();
+    let listed: Vec<u32> = (0..count).map(|_| p.u32()).collect();
+    assert!(listed.contains(&0x128) && listed.contains(&0x12D), "{listed:x?}");
 }
