@@ -98,7 +98,8 @@ enum Command {
         #[command(subcommand)]
         what: BenchWhat,
     },
-    /// Install what the other commands need (QEMU, OVMF, Python venv, Rust target).
+    /// Install what the other commands need (QEMU, OVMF, Python venv, Rust target,
+    /// binutils, g++, the TPM tools).
     Setup,
     /// The vTPM conformance tier of `cargo xtask test` alone.
     /// `--swtpm` points every check at swtpm instead, to check the checks.

@@ -38,6 +38,7 @@ const DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 pub fn run(env: &Env) -> Result<()> {
     ensure_bare_metal_target()?;
     ensure_binutils()?;
+    ensure_cxx()?;
     ensure_qemu(env)?;
     let ovmf = ensure_ovmf(env)?;
     let python = ensure_python_venv(env)?;
@@ -80,6 +81,16 @@ pub fn ensure_binutils() -> Result<()> {
     }
     println!("setup: installing binutils (objcopy strips the kernel ELF for the image)");
     apt_install_system(&["binutils"])
+}
+
+/// Makes sure a C++ compiler is there: `cargo xtask lint` builds the fuzz
+/// targets, and libfuzzer-sys compiles libFuzzer's C++ sources.
+pub fn ensure_cxx() -> Result<()> {
+    if Command::new("c++").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        return Ok(());
+    }
+    println!("setup: installing g++ (the fuzz targets `cargo xtask lint` builds link libFuzzer)");
+    apt_install_system(&["g++"])
 }
 
 /// Makes sure `qemu-system-x86_64` >= 10.0 is installed and returns its name.
