@@ -544,9 +544,15 @@ pub fn policy_authorize_nv(tpm: &mut Tpm, c: &mut Cmd, r: &mut Reader) -> TpmRes
     let data = nv.data.to_vec();
     let s = session(tpm, c, 2)?;
     if !trial(s) {
+        // Part 3 §23.22: the index holds a TPMT_HA (an unmarshaling error is returned as is:
+        // TPM_RC_HASH for an unsupported algorithm) of the session's hash (TPM_RC_HASH) equal
+        // to its current policyDigest (TPM_RC_VALUE).
         let mut nr = Reader::new(&data);
-        let (alg, digest) = parse_tpmt_ha(&mut nr, false).map_err(|_| TPM_RC_VALUE)?;
-        if alg != Some(s.hash) || digest != s.policy.digest {
+        let (alg, digest) = parse_tpmt_ha(&mut nr, false)?;
+        if alg != Some(s.hash) {
+            return Err(TPM_RC_HASH);
+        }
+        if digest != s.policy.digest {
             return Err(TPM_RC_VALUE);
         }
     }
