@@ -2,7 +2,9 @@
 //! SP 800-38A vectors, ECC_Parameters against the NIST P-256 constants, NV_SetBits,
 //! NV_ChangeAuth, ChangeEPS/ChangePPS, the command audit digest recomputed by Part 3's
 //! formulas, CertifyCreation and NV_Certify attestations (signature verified), PolicyNV's
-//! policy digest, ClockSet and ClockRateAdjust.
+//! policy digest, ClockSet and ClockRateAdjust, the session audit digest of an HMAC session
+//! (GetSessionAuditDigest, signature verified with RustCrypto's p256), PolicyAuthorizeNV and
+//! NV_UndefineSpaceSpecial.
 
 mod common;
 use common::*;
@@ -224,6 +226,18 @@ fn ecc_parameters_are_the_nist_p256_constants() {
 
 /// NV_DefineSpace(owner, auth, index with attributes and policy, size).
 fn define(tpm: &mut vtpm::Tpm, attributes: u32, auth: &[u8], policy: &[u8], size: u16) {
+    define_by(tpm, OWNER, attributes, auth, policy, size);
+}
+
+/// NV_DefineSpace(`hierarchy`, auth, index with attributes and policy, size).
+fn define_by(
+    tpm: &mut vtpm::Tpm,
+    hierarchy: u32,
+    attributes: u32,
+    auth: &[u8],
+    policy: &[u8],
+    size: u16,
+) {
     let mut public = INDEX.to_be_bytes().to_vec();
     public.extend_from_slice(&hex("000b"));
     public.extend_from_slice(&attributes.to_be_bytes());
@@ -232,7 +246,7 @@ fn define(tpm: &mut vtpm::Tpm, attributes: u32, auth: &[u8], policy: &[u8], size
     let mut rest = pw_auth(b"");
     rest.extend_from_slice(&tpm2b(auth));
     rest.extend_from_slice(&tpm2b(&public));
-    assert_eq!(rc(&tpm.execute(C, 0, &cmd(0x8002, 0x12A, &[OWNER], &rest))), 0);
+    assert_eq!(rc(&tpm.execute(C, 0, &cmd(0x8002, 0x12A, &[hierarchy], &rest))), 0);
 }
 
 /// NV_Read(auth handle with password, INDEX, size, offset).
@@ -607,4 +621,277 @@ fn pp_commands_need_physical_presence() {
     let count = p.u32();
     let listed: Vec<u32> = (0..count).map(|_| p.u32()).collect();
     assert!(listed.contains(&0x128) && listed.contains(&0x12D), "{listed:x?}");
+}
+
+/// NV_ReadPublic(INDEX): the index's Name.
+fn nv_name(tpm: &mut vtpm::Tpm) -> Vec<u8> {
+    let rsp = tpm.execute(C, 0, &cmd(0x8001, 0x169, &[INDEX], &[]));
+    let mut p = params(&rsp, false);
+    p.tpm2b();
+    p.tpm2b().to_vec()
+}
+
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    use digest::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// An HMAC session in use: its handle and the TPM's last nonce.
+struct HmacSession {
+    handle: u32,
+    nonce_tpm: Vec<u8>,
+}
+
+const CONTINUE_SESSION: u8 = 0x01;
+const AUDIT: u8 = 0x80;
+
+impl HmacSession {
+    /// StartAuthSession(NULL, NULL) of an unbound, unsalted SHA-256 HMAC session: its
+    /// sessionKey is empty (Part 1, session key creation), so the HMAC key is the entity's authValue.
+    fn start(tpm: &mut vtpm::Tpm) -> HmacSession {
+        let mut p = tpm2b(&[7u8; 32]);
+        p.extend_from_slice(&hex("0000 00 0010 000b"));
+        let rsp = tpm.execute(C, 0, &cmd(0x8001, 0x176, &[NULL, NULL], &p));
+        let handle = u32::from_be_bytes(rsp[10..14].try_into().unwrap());
+        let nonce_tpm = params(&rsp, true).tpm2b().to_vec();
+        assert_eq!(nonce_tpm.len(), 32);
+        HmacSession { handle, nonce_tpm }
+    }
+
+    /// Runs `cc` (no response handle) with this session authorizing the first handle (its
+    /// authValue `auth`, the handles' `names`) with session attributes `attrs`. Checks the
+    /// response HMAC (Part 1, response HMAC) and returns (cpHash, rpHash, response parameters).
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &mut self,
+        tpm: &mut vtpm::Tpm,
+        attrs: u8,
+        auth: &[u8],
+        cc: u32,
+        handles: &[u32],
+        names: &[&[u8]],
+        parameters: &[u8],
+    ) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let nonce_caller = [cc as u8; 16];
+        // cpHash = H(commandCode || names || parameters); the command HMAC is over
+        // cpHash || nonceCaller || nonceTPM || sessionAttributes (Part 1, HMAC computation).
+        let cc_bytes = cc.to_be_bytes();
+        let mut cp_parts: Vec<&[u8]> = vec![&cc_bytes];
+        cp_parts.extend_from_slice(names);
+        cp_parts.push(parameters);
+        let cp = sha256(&cp_parts);
+        let mac = hmac_sha256(auth, &[&cp, &nonce_caller, &self.nonce_tpm, &[attrs]]);
+        let mut area = self.handle.to_be_bytes().to_vec();
+        area.extend_from_slice(&tpm2b(&nonce_caller));
+        area.push(attrs);
+        area.extend_from_slice(&tpm2b(&mac));
+        let mut rest = (area.len() as u32).to_be_bytes().to_vec();
+        rest.extend_from_slice(&area);
+        rest.extend_from_slice(parameters);
+        let rsp = tpm.execute(C, 0, &cmd(0x8002, cc, handles, &rest));
+        let out = params(&rsp, false).0.to_vec();
+        // rpHash = H(responseCode || commandCode || parameters).
+        let rp = sha256(&[&0u32.to_be_bytes(), &cc_bytes, &out]);
+        let mut session = Rsp(&rsp[14 + out.len()..]);
+        let nonce_tpm = session.tpm2b().to_vec();
+        assert_ne!(nonce_tpm, self.nonce_tpm, "a fresh nonceTPM per response");
+        assert_eq!(session.take(1), [attrs]);
+        let want = hmac_sha256(auth, &[&rp, &nonce_tpm, &nonce_caller, &[attrs]]);
+        assert_eq!(session.tpm2b(), want, "response HMAC");
+        assert!(session.0.is_empty());
+        self.nonce_tpm = nonce_tpm;
+        (cp, rp, out)
+    }
+}
+
+#[test]
+fn session_audit_digest_follows_part3() {
+    let mut tpm = started();
+    let (signer, signer_public, ..) = create_primary(&mut tpm, OWNER, ECC_SIGN_TEMPLATE);
+    define(&mut tpm, AUTHWRITE | AUTHREAD | NO_DA, b"secret", b"", 8);
+    let mut session = HmacSession::start(&mut tpm);
+    // GetSessionAuditDigest(endorsement, signer, session; qualifyingData, NULL scheme):
+    // (TPMS_ATTEST, TPMT_SIGNATURE).
+    let session_audit = |tpm: &mut vtpm::Tpm, session: u32| {
+        let mut rest = pw_auths(2);
+        rest.extend_from_slice(&tpm2b(b"audit"));
+        rest.extend_from_slice(&hex("0010"));
+        let rsp = tpm.execute(C, 0, &cmd(0x8002, 0x14D, &[ENDORSEMENT, signer, session], &rest));
+        let mut p = params(&rsp, false);
+        let attest = p.tpm2b().to_vec();
+        (attest, p.0.to_vec())
+    };
+    // Never used for audit: the digest is all zeros (the reference's initial value).
+    let (attest, _) = session_audit(&mut tpm, session.handle);
+    let (_, body) = attest_body(&attest, 0x8016);
+    assert_eq!(body[1..], tpm2b(&[0; 32])[..]);
+
+    // Two audited commands: NV_Write then NV_Read, each authorized by the session.
+    // sessionDigest' = H(sessionDigest || cpHash || rpHash), from a zero digest (Part 1,
+    // session audit; Part 3 §18.5).
+    let unwritten = nv_name(&mut tpm);
+    let write = [tpm2b(b"abcdefgh"), hex("0000")].concat();
+    let names: [&[u8]; 2] = [&unwritten, &unwritten];
+    let (cp, rp, _) = session.run(
+        &mut tpm,
+        CONTINUE_SESSION | AUDIT,
+        b"secret",
+        0x137,
+        &[INDEX, INDEX],
+        &names,
+        &write,
+    );
+    let mut digest = sha256(&[&[0; 32], &cp, &rp]);
+    let written = nv_name(&mut tpm);
+    assert_ne!(written, unwritten, "TPMA_NV_WRITTEN is in the Name");
+    let names: [&[u8]; 2] = [&written, &written];
+    let (cp, rp, out) = session.run(
+        &mut tpm,
+        CONTINUE_SESSION | AUDIT,
+        b"secret",
+        0x14E,
+        &[INDEX, INDEX],
+        &names,
+        &hex("0004 0002"),
+    );
+    assert_eq!(out, tpm2b(b"cdef"));
+    digest = sha256(&[&digest, &cp, &rp]);
+    // Used without the audit attribute, the session leaves its digest alone.
+    session.run(
+        &mut tpm,
+        CONTINUE_SESSION,
+        b"secret",
+        0x14E,
+        &[INDEX, INDEX],
+        &names,
+        &hex("0001 0000"),
+    );
+
+    let (attest, signature) = session_audit(&mut tpm, session.handle);
+    let (extra, body) = attest_body(&attest, 0x8016); // TPM_ST_ATTEST_SESSION_AUDIT
+    assert_eq!(extra, b"audit");
+    // TPMS_SESSION_AUDIT_INFO: exclusiveSession (a TPMI_YES_NO), sessionDigest. The engine does
+    // not implement exclusive audit sessions (it always reports NO), so only the encoding of
+    // exclusiveSession is checked here.
+    assert!(body[0] <= 1, "exclusiveSession {}", body[0]);
+    assert_eq!(body[1..], tpm2b(&digest)[..], "sessionDigest");
+    assert_ecdsa_signed(&mut Rsp(&signature), &attest, &ecc_point(&signer_public));
+    // The same signature, verified by RustCrypto's p256 (SHA-256 of the TPMS_ATTEST).
+    {
+        use p256::ecdsa::signature::Verifier;
+        let point = ecc_point(&signer_public);
+        let key =
+            p256::ecdsa::VerifyingKey::from_sec1_bytes(&[&[4], &point.x[..], &point.y].concat())
+                .expect("the signer's public point is on P-256");
+        let mut s = Rsp(&signature);
+        s.take(4); // ECDSA, SHA-256
+        let rs = [s.tpm2b(), s.tpm2b()].concat();
+        let sig = p256::ecdsa::Signature::from_slice(&rs).expect("r, s in range");
+        assert!(key.verify(&attest, &sig).is_ok());
+        let mut other = attest.clone();
+        other[attest.len() - 1] ^= 1;
+        assert!(key.verify(&other, &sig).is_err());
+    }
+    // A policy session is not a TPMI_SH_HMAC: TPM_RC_VALUE on handle 3.
+    let policy = policy_session(&mut tpm);
+    let mut rest = pw_auths(2);
+    rest.extend_from_slice(&hex("0000 0010"));
+    let rsp = tpm.execute(C, 0, &cmd(0x8002, 0x14D, &[ENDORSEMENT, signer, policy], &rest));
+    assert_eq!(rc(&rsp), 0x384);
+}
+
+#[test]
+fn policy_authorize_nv_takes_the_approved_policy_from_nv() {
+    let mut tpm = started();
+    // An index holding a TPMT_HA (SHA-256): 2 + 32 octets.
+    define(&mut tpm, AUTHWRITE | AUTHREAD | NO_DA, b"", b"", 34);
+    // The approved policy: PolicyCommandCode(TPM_CC_GetRandom).
+    let approved = sha256(&[&[0; 32], &hex("0000016c 0000017b")]);
+    // PolicyAuthorizeNV(authHandle (password), INDEX, session).
+    let authorize_nv = |tpm: &mut vtpm::Tpm, auth: u32, session: u32| {
+        rc(&tpm.execute(C, 0, &cmd(0x8002, 0x192, &[auth, INDEX, session], &pw_auth(b""))))
+    };
+    let approve = |tpm: &mut vtpm::Tpm, session: u32, cc: u32| {
+        let rsp = tpm.execute(C, 0, &cmd(0x8001, 0x16C, &[session], &cc.to_be_bytes()));
+        assert_eq!(rc(&rsp), 0);
+    };
+    let session = policy_session(&mut tpm);
+    approve(&mut tpm, session, 0x17B);
+    assert_eq!(policy_digest(&mut tpm, session), approved);
+    // Not yet written: TPM_RC_NV_UNINITIALIZED (NV read access checks, Part 3 §31.13).
+    assert_eq!(authorize_nv(&mut tpm, INDEX, session), 0x14A);
+    assert_eq!(nv_write(&mut tpm, INDEX, b"", &[hex("000b"), approved.clone()].concat()), 0);
+    // The owner may not read this index: TPM_RC_NV_AUTHORIZATION.
+    assert_eq!(authorize_nv(&mut tpm, OWNER, session), 0x149);
+    assert_eq!(policy_digest(&mut tpm, session), approved);
+
+    // policyDigest' = H(0…0 || TPM_CC_PolicyAuthorizeNV || nvIndex->Name) (Part 3 §23.22).
+    assert_eq!(authorize_nv(&mut tpm, INDEX, session), 0);
+    let name = nv_name(&mut tpm);
+    assert_eq!(policy_digest(&mut tpm, session), sha256(&[&[0; 32], &hex("00000192"), &name]));
+
+    // A session whose digest is not the approved one: TPM_RC_VALUE, digest unchanged.
+    let other = policy_session(&mut tpm);
+    approve(&mut tpm, other, 0x17A);
+    let before = policy_digest(&mut tpm, other);
+    assert_eq!(authorize_nv(&mut tpm, INDEX, other), 0x084);
+    assert_eq!(policy_digest(&mut tpm, other), before);
+    // An approved policy of another hash algorithm than the session's: TPM_RC_HASH.
+    let sha1 = [hex("0004"), vec![0x11; 20]].concat();
+    assert_eq!(nv_write(&mut tpm, INDEX, b"", &sha1), 0);
+    assert_eq!(authorize_nv(&mut tpm, INDEX, session), 0x083);
+    // An algorithm the TPM does not implement (SM3_256): TPM_RC_HASH from unmarshaling.
+    let sm3 = [hex("0012"), vec![0x11; 32]].concat();
+    assert_eq!(nv_write(&mut tpm, INDEX, b"", &sm3), 0);
+    assert_eq!(authorize_nv(&mut tpm, INDEX, session), 0x083);
+}
+
+const PPWRITE: u32 = 1 << 0;
+const POLICY_DELETE: u32 = 1 << 10;
+const PPREAD: u32 = 1 << 16;
+const PLATFORMCREATE: u32 = 1 << 30;
+
+#[test]
+fn nv_undefine_space_special_deletes_by_policy() {
+    let mut tpm = started();
+    // authPolicy = PolicyCommandCode(TPM_CC_NV_UndefineSpaceSpecial).
+    let policy = sha256(&[&[0; 32], &hex("0000016c 0000011f")]);
+    let attributes = PPWRITE | PPREAD | POLICY_DELETE | PLATFORMCREATE | NO_DA;
+    define_by(&mut tpm, PLATFORM, attributes, b"", &policy, 8);
+    // NV_UndefineSpace does not delete a POLICY_DELETE index: TPM_RC_ATTRIBUTES, handle 2.
+    let rsp = tpm.execute(C, 0, &cmd(0x8002, 0x122, &[PLATFORM, INDEX], &pw_auth(b"")));
+    assert_eq!(rc(&rsp), 0x282);
+    assert_eq!(nv_name(&mut tpm).len(), 34, "still defined");
+    // NV_UndefineSpaceSpecial(INDEX (policy session), platform (password)).
+    let undefine_special = |tpm: &mut vtpm::Tpm, session: u32| {
+        let mut area = policy_auth(session);
+        let password = &pw_auth(b"")[4..];
+        area.extend_from_slice(password);
+        let size = (area.len() - 4) as u32;
+        area[..4].copy_from_slice(&size.to_be_bytes());
+        rc(&tpm.execute(C, 0, &cmd(0x8002, 0x11F, &[INDEX, PLATFORM], &area)))
+    };
+    // A session without the policy's assertion: TPM_RC_POLICY_FAIL on session 1.
+    let session = policy_session(&mut tpm);
+    assert_eq!(undefine_special(&mut tpm, session), 0x99D);
+    assert_eq!(nv_name(&mut tpm).len(), 34, "still defined");
+    let session = policy_session(&mut tpm);
+    let code = tpm.execute(C, 0, &cmd(0x8001, 0x16C, &[session], &hex("0000011f")));
+    assert_eq!(rc(&code), 0);
+    assert_eq!(undefine_special(&mut tpm, session), 0);
+    // Gone: NV_ReadPublic is TPM_RC_HANDLE on handle 1.
+    assert_eq!(rc(&tpm.execute(C, 0, &cmd(0x8001, 0x169, &[INDEX], &[]))), 0x18B);
+
+    // An index without TPMA_NV_POLICY_DELETE, even with that policy: TPM_RC_ATTRIBUTES,
+    // handle 1.
+    define(&mut tpm, OWNERWRITE | OWNERREAD | NO_DA, b"", &policy, 8);
+    let session = policy_session(&mut tpm);
+    let code = tpm.execute(C, 0, &cmd(0x8001, 0x16C, &[session], &hex("0000011f")));
+    assert_eq!(rc(&code), 0);
+    assert_eq!(undefine_special(&mut tpm, session), 0x182);
+    assert_eq!(nv_name(&mut tpm).len(), 34, "still defined");
 }
