@@ -1,7 +1,10 @@
 //! `cargo xtask verify REPORT [--certs DIR] (--measurement HEX |
 //! --no-measurement-check) (--nonce HEX (--manifest FILE | --service-data
-//! FILE) | --no-report-data-check)`: verifies an SNP attestation report away
-//! from the host, for the development PSP's reports and real AMD ones alike.
+//! FILE) | --no-report-data-check) [--host-data HEX] [--id-key-digest HEX]
+//! [--author-key-digest HEX] [--family-id HEX] [--image-id HEX]
+//! [--min-guest-svn N] [--min-tcb bl=N,tee=N,snp=N,ucode=N]`: verifies an SNP
+//! attestation report away from the host, for the development PSP's reports
+//! and real AMD ones alike.
 //!
 //! Checks, each printed PASS/FAIL/SKIP with its reason, then a one-line
 //! verdict:
@@ -24,7 +27,16 @@
 //!    SHA-512(nonce ‖ service data) (`--service-data`, no manifest format);
 //! 8. policy: debugging off, migration agent off, reserved bit 17 set, no
 //!    undefined bits;
-//! 9. VMPL 0 (the SVSM requested the report).
+//! 9. VMPL 0 (the SVSM requested the report);
+//!
+//! then, only those the user asked for ([`Expectations`]), each its own
+//! check: HOST_DATA, ID_KEY_DIGEST, AUTHOR_KEY_DIGEST (with AUTHOR_KEY_EN
+//! set), FAMILY_ID and IMAGE_ID equal the given values, GUEST_SVN is at
+//! least the given minimum, and each component of REPORTED_TCB (bootloader,
+//! TEE, SNP, microcode) is at least the given minimum. An expectation not
+//! given is not a check and is not printed: these fields are launch inputs a
+//! guest owner may or may not pin, while checks 6 and 7 are what make a
+//! report verified at all.
 //!
 //! Exit status 0 only if no check failed. A check whose expected value was
 //! not given fails ("nothing to compare against" is not a pass) unless the
@@ -93,6 +105,27 @@ pub struct Inputs {
     pub time: SystemTime,
 }
 
+/// Optional expectations about the report's launch identity: each one given
+/// is a check that fails unless the report matches it; `None` is no check.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Expectations {
+    /// HOST_DATA (`--host-data`).
+    pub host_data: Option<[u8; 32]>,
+    /// ID_KEY_DIGEST (`--id-key-digest`).
+    pub id_key_digest: Option<[u8; 48]>,
+    /// AUTHOR_KEY_DIGEST, with AUTHOR_KEY_EN set (`--author-key-digest`).
+    pub author_key_digest: Option<[u8; 48]>,
+    /// FAMILY_ID (`--family-id`).
+    pub family_id: Option<[u8; 16]>,
+    /// IMAGE_ID (`--image-id`).
+    pub image_id: Option<[u8; 16]>,
+    /// The lowest acceptable GUEST_SVN (`--min-guest-svn`).
+    pub min_guest_svn: Option<u32>,
+    /// The lowest acceptable SVN of each REPORTED_TCB component
+    /// (`--min-tcb`; `fmc` is not compared).
+    pub min_tcb: Option<TcbVersion>,
+}
+
 /// Checks the user explicitly opted out of (`--no-...-check`): without an
 /// expected value such a check is SKIP instead of FAIL.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -129,8 +162,13 @@ impl Check {
     }
 }
 
-/// Runs every check.
+/// Runs every check (no optional expectations).
 pub fn verify(inputs: &Inputs) -> Vec<Check> {
+    verify_with(inputs, &Expectations::default())
+}
+
+/// Runs every check, then one check per expectation given.
+pub fn verify_with(inputs: &Inputs, expected: &Expectations) -> Vec<Check> {
     let report = match parse_report(&inputs.report) {
         Ok(report) => report,
         Err(reason) => return vec![Check::new("report format", Err(reason))],
@@ -166,7 +204,95 @@ pub fn verify(inputs: &Inputs) -> Vec<Check> {
     });
     checks.push(Check::new("policy", guest_policy(report.policy)));
     checks.push(Check::new("VMPL", vmpl(report.vmpl)));
+    checks.extend(expectation_checks(&report, generation, expected));
     checks
+}
+
+/// One check per expectation given, in the order of the flags.
+fn expectation_checks(
+    report: &AttestationReport,
+    generation: Generation,
+    expected: &Expectations,
+) -> Vec<Check> {
+    let equal = |name, field, actual: &[u8], wanted: Option<&[u8]>| {
+        wanted.map(|wanted| Check::new(name, field_equals(field, actual, wanted)))
+    };
+    [
+        equal("host data", "HOST_DATA", &report.host_data, bytes(&expected.host_data)),
+        equal(
+            "ID key digest",
+            "ID_KEY_DIGEST",
+            &report.id_key_digest,
+            bytes(&expected.id_key_digest),
+        ),
+        expected
+            .author_key_digest
+            .map(|wanted| Check::new("author key digest", author_key(report, &wanted))),
+        equal("family ID", "FAMILY_ID", &report.family_id, bytes(&expected.family_id)),
+        equal("image ID", "IMAGE_ID", &report.image_id, bytes(&expected.image_id)),
+        expected
+            .min_guest_svn
+            .map(|minimum| Check::new("guest SVN", guest_svn(report.guest_svn, minimum))),
+        expected.min_tcb.map(|minimum| {
+            let reported = TcbVersion::decode(report.reported_tcb, generation);
+            Check::new("minimum TCB", min_tcb(reported, minimum))
+        }),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// An optional fixed-size expectation as a slice.
+fn bytes<const N: usize>(value: &Option<[u8; N]>) -> Option<&[u8]> {
+    value.as_ref().map(|v| &v[..])
+}
+
+/// `field` of the report (`actual`) equals the expected bytes.
+fn field_equals(field: &str, actual: &[u8], expected: &[u8]) -> Result<String, String> {
+    if actual != expected {
+        return Err(format!("{field} {} is not the expected {}", hex(actual), hex(expected)));
+    }
+    Ok(hex(actual))
+}
+
+fn author_key(report: &AttestationReport, expected: &[u8; 48]) -> Result<String, String> {
+    if report.key_info & key_info::AUTHOR_KEY_EN == 0 {
+        return Err(
+            "AUTHOR_KEY_EN is clear: the ID block was not signed with an author key".to_string()
+        );
+    }
+    field_equals("AUTHOR_KEY_DIGEST", &report.author_key_digest, expected)
+        .map(|digest| format!("{digest} (AUTHOR_KEY_EN set)"))
+}
+
+fn guest_svn(reported: u32, minimum: u32) -> Result<String, String> {
+    if reported < minimum {
+        return Err(format!("GUEST_SVN {reported} is below the minimum {minimum}"));
+    }
+    Ok(format!("GUEST_SVN {reported} >= {minimum}"))
+}
+
+fn min_tcb(reported: TcbVersion, minimum: TcbVersion) -> Result<String, String> {
+    let components = [
+        ("bootloader", reported.bootloader, minimum.bootloader),
+        ("TEE", reported.tee, minimum.tee),
+        ("SNP", reported.snp, minimum.snp),
+        ("microcode", reported.microcode, minimum.microcode),
+    ];
+    let below: Vec<String> = components
+        .iter()
+        .filter(|(_, reported, minimum)| reported < minimum)
+        .map(|(what, reported, minimum)| format!("{what} {reported} is below {minimum}"))
+        .collect();
+    if !below.is_empty() {
+        return Err(format!("REPORTED_TCB {}", below.join(", ")));
+    }
+    let text: Vec<String> = components
+        .iter()
+        .map(|(what, reported, minimum)| format!("{what} {reported} >= {minimum}"))
+        .collect();
+    Ok(format!("REPORTED_TCB {}", text.join(", ")))
 }
 
 fn skip(name: &'static str, why: &str) -> Check {
@@ -351,14 +477,7 @@ fn signature(vcek: &[u8], report: &AttestationReport) -> Result<String, String> 
 }
 
 fn measurement(report: &AttestationReport, expected: &[u8; 48]) -> Result<String, String> {
-    if &report.measurement != expected {
-        return Err(format!(
-            "MEASUREMENT {} is not the expected {}",
-            hex(&report.measurement),
-            hex(expected)
-        ));
-    }
-    Ok(hex(&report.measurement))
+    field_equals("MEASUREMENT", &report.measurement, expected)
 }
 
 fn report_data(
@@ -466,7 +585,11 @@ pub fn read_cert(dir: &Path, name: &str) -> Result<Vec<u8>> {
 #[derive(clap::Args)]
 #[command(after_help = "Exit status: 0 if no check failed, 1 otherwise. A check without its \
 expected value fails unless skipped by name (--no-measurement-check, --no-report-data-check); \
-then it is SKIP and the verdict says the report is NOT verified for it.")]
+then it is SKIP and the verdict says the report is NOT verified for it.\n\n\
+The launch-identity expectations (--host-data, --id-key-digest, --author-key-digest, \
+--family-id, --image-id, --min-guest-svn, --min-tcb) are optional: each one given is its own \
+check, printed PASS or FAIL, and one that does not match fails the verdict; one not given is \
+not checked and not printed.")]
 pub struct Cli {
     /// The report file (the raw 1184-byte ATTESTATION_REPORT).
     pub report: PathBuf,
@@ -503,6 +626,69 @@ pub struct Cli {
     /// instead of now, e.g. for a report kept from earlier.
     #[arg(long, value_parser = parse_time)]
     pub at: Option<SystemTime>,
+    /// Expect this HOST_DATA (32 bytes, 64 hex digits: what the host gave
+    /// at LAUNCH_FINISH).
+    #[arg(long, value_name = "HEX", value_parser = hex_array::<32>)]
+    pub host_data: Option<Box<[u8; 32]>>,
+    /// Expect this ID_KEY_DIGEST (48 bytes, 96 hex digits: SHA-384 of the
+    /// key that signed the ID block).
+    #[arg(long, value_name = "HEX", value_parser = hex_array::<48>)]
+    pub id_key_digest: Option<Box<[u8; 48]>>,
+    /// Expect AUTHOR_KEY_EN set and this AUTHOR_KEY_DIGEST (48 bytes, 96 hex
+    /// digits: SHA-384 of the ID block's author key).
+    #[arg(long, value_name = "HEX", value_parser = hex_array::<48>)]
+    pub author_key_digest: Option<Box<[u8; 48]>>,
+    /// Expect this FAMILY_ID of the ID block (16 bytes, 32 hex digits).
+    #[arg(long, value_name = "HEX", value_parser = hex_array::<16>)]
+    pub family_id: Option<Box<[u8; 16]>>,
+    /// Expect this IMAGE_ID of the ID block (16 bytes, 32 hex digits).
+    #[arg(long, value_name = "HEX", value_parser = hex_array::<16>)]
+    pub image_id: Option<Box<[u8; 16]>>,
+    /// Expect GUEST_SVN (of the ID block) to be at least N.
+    #[arg(long, value_name = "N")]
+    pub min_guest_svn: Option<u32>,
+    /// Expect each named REPORTED_TCB component to be at least its value,
+    /// e.g. bl=9,tee=0,snp=23,ucode=72 (components not named: no minimum).
+    #[arg(long, value_name = "bl=N,tee=N,snp=N,ucode=N", value_parser = parse_min_tcb)]
+    pub min_tcb: Option<TcbVersion>,
+}
+
+/// Parses exactly `N` bytes of hex (a flag's expected field), boxed to keep
+/// the command line's arguments small.
+fn hex_array<const N: usize>(text: &str) -> Result<Box<[u8; N]>, String> {
+    let digits = 2 * N;
+    let bytes = unhex(text)
+        .map_err(|e| format!("not hex ({e:#}); expected {N} bytes as {digits} hex digits"))?;
+    <Box<[u8; N]>>::try_from(bytes).map_err(|bytes| {
+        format!("expected {N} bytes ({digits} hex digits), got {} bytes", bytes.len())
+    })
+}
+
+/// Parses `bl=N,tee=N,snp=N,ucode=N` (any of them, each once, in any order).
+fn parse_min_tcb(text: &str) -> Result<TcbVersion, String> {
+    let mut minimum = TcbVersion::default();
+    let mut seen = Vec::new();
+    for part in text.split(',') {
+        let (name, value) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?} is not NAME=N (like bl=9,tee=0,snp=23,ucode=72)"))?;
+        let value: u8 =
+            value.trim().parse().map_err(|_| format!("{name}={value}: N is a number 0..=255"))?;
+        let name = name.trim();
+        let component = match name {
+            "bl" => &mut minimum.bootloader,
+            "tee" => &mut minimum.tee,
+            "snp" => &mut minimum.snp,
+            "ucode" => &mut minimum.microcode,
+            _ => return Err(format!("unknown TCB component {name:?}: use bl, tee, snp or ucode")),
+        };
+        if seen.contains(&name) {
+            return Err(format!("{name} is given twice"));
+        }
+        seen.push(name);
+        *component = value;
+    }
+    Ok(minimum)
 }
 
 fn parse_time(text: &str) -> Result<SystemTime, String> {
@@ -558,7 +744,16 @@ pub fn run(args: &Cli, build_dir: &Path) -> Result<bool> {
         },
         time: args.at.unwrap_or_else(SystemTime::now),
     };
-    Ok(print(&verify(&inputs)))
+    let expected = Expectations {
+        host_data: args.host_data.as_deref().copied(),
+        id_key_digest: args.id_key_digest.as_deref().copied(),
+        author_key_digest: args.author_key_digest.as_deref().copied(),
+        family_id: args.family_id.as_deref().copied(),
+        image_id: args.image_id.as_deref().copied(),
+        min_guest_svn: args.min_guest_svn,
+        min_tcb: args.min_tcb,
+    };
+    Ok(print(&verify_with(&inputs, &expected)))
 }
 
 /// Prints the checks and the verdict; returns whether none failed.

@@ -13,6 +13,7 @@ use abi::attestation::{REPORT_SIZE, platform_info};
 
 use super::*;
 use crate::attest_certs::tests::{other_chain, test_chain, test_chain_valid_from};
+use crate::attest_certs::{DEV_TCB, LaunchIdentity};
 use crate::attest_sample::{self, Sample};
 
 const MEASUREMENT: [u8; 48] = [0x4D; 48];
@@ -52,13 +53,15 @@ fn dev_inputs() -> Inputs {
 /// A development report (of the test chain's PSP) whose REPORT_DATA is
 /// SHA-512(NONCE || `attested`).
 fn report_over(attested: &[u8]) -> Vec<u8> {
+    let launch = LaunchIdentity { measurement: MEASUREMENT, policy: 0x30000, ..Default::default() };
+    report_of(&launch, attested)
+}
+
+/// A development report of a guest launched as `launch`, whose REPORT_DATA
+/// is SHA-512(NONCE || `attested`).
+fn report_of(launch: &LaunchIdentity, attested: &[u8]) -> Vec<u8> {
     use kernel::attest::dev_psp::DevPsp;
-    let launch = crate::attest_certs::LaunchIdentity {
-        measurement: MEASUREMENT,
-        policy: 0x30000,
-        ..Default::default()
-    };
-    let handover = crate::attest_certs::dev_psp_params(test_chain(), &launch).unwrap();
+    let handover = crate::attest_certs::dev_psp_params(test_chain(), launch).unwrap();
     let (params, table) = abi::attestation::DevPspParams::parse(&handover).unwrap();
     let psp = DevPsp::new(&params, table, [0x1D; 32]).unwrap();
     let report_data = Sha512::new().chain_update(NONCE).chain_update(attested).finalize().into();
@@ -73,7 +76,12 @@ fn report_over(attested: &[u8]) -> Vec<u8> {
 
 /// The names of the failed checks, each with its reason.
 fn failures(inputs: &Inputs) -> Vec<(&'static str, String)> {
-    verify(inputs)
+    failures_with(inputs, &Expectations::default())
+}
+
+/// The failed checks, expecting `expected` too.
+fn failures_with(inputs: &Inputs, expected: &Expectations) -> Vec<(&'static str, String)> {
+    verify_with(inputs, expected)
         .into_iter()
         .filter_map(|c| match c.outcome {
             Outcome::Fail(reason) => Some((c.name, reason)),
@@ -388,4 +396,262 @@ fn amds_arks_are_the_pinned_roots() {
         assert_eq!(signed_by("ARK", &ark, &spki_der(&ark).unwrap()), Ok(()));
         assert_eq!(signed_by("ASK", &ask, &spki_der(&ark).unwrap()), Ok(()));
     }
+}
+
+/// A launch with an ID block (signed with an ID key and an author key) and
+/// host data: what the expectation flags compare against.
+fn identified_launch() -> LaunchIdentity {
+    LaunchIdentity {
+        measurement: MEASUREMENT,
+        policy: 0x30000,
+        host_data: [0x4A; 32],
+        family_id: [0xF1; 16],
+        image_id: [0x1D; 16],
+        guest_svn: 7,
+        id_key_digest: [0x1C; 48],
+        author_key_digest: [0xA7; 48],
+    }
+}
+
+/// The development report of [`identified_launch`], over the sample's nonce
+/// and manifest (so every other check passes).
+fn identified_report() -> &'static [u8] {
+    static REPORT: OnceLock<Vec<u8>> = OnceLock::new();
+    REPORT.get_or_init(|| report_of(&identified_launch(), &sample().manifest))
+}
+
+fn identified_inputs() -> Inputs {
+    Inputs { report: identified_report().to_vec(), ..dev_inputs() }
+}
+
+/// Every expectation, each met exactly by [`identified_launch`] (the
+/// minimums equal the reported values).
+fn matching_expectations() -> Expectations {
+    let launch = identified_launch();
+    Expectations {
+        host_data: Some(launch.host_data),
+        id_key_digest: Some(launch.id_key_digest),
+        author_key_digest: Some(launch.author_key_digest),
+        family_id: Some(launch.family_id),
+        image_id: Some(launch.image_id),
+        min_guest_svn: Some(launch.guest_svn),
+        min_tcb: Some(DEV_TCB),
+    }
+}
+
+fn failed_names_with(inputs: &Inputs, expected: &Expectations) -> Vec<&'static str> {
+    failures_with(inputs, expected).into_iter().map(|(name, _)| name).collect()
+}
+
+#[test]
+fn each_expectation_given_is_a_check_that_passes_on_a_matching_report() {
+    let inputs = identified_inputs();
+    assert_eq!(verify(&inputs).len(), 9, "expectations not given are not checks");
+    let checks = verify_with(&inputs, &matching_expectations());
+    let names: Vec<_> = checks[9..].iter().map(|c| c.name).collect();
+    let expected_names = [
+        "host data",
+        "ID key digest",
+        "author key digest",
+        "family ID",
+        "image ID",
+        "guest SVN",
+        "minimum TCB",
+    ];
+    assert_eq!(names, expected_names);
+    for check in &checks {
+        assert!(matches!(check.outcome, Outcome::Pass(_)), "{check:?}");
+    }
+    assert_eq!(verdict(&checks), (true, "VERIFIED (development chain, not AMD)".to_string()));
+    let author = &checks[11].outcome;
+    assert_eq!(author, &Outcome::Pass(format!("{} (AUTHOR_KEY_EN set)", hex(&[0xA7; 48]))));
+    let tcb = &checks[15].outcome;
+    assert_eq!(
+        tcb,
+        &Outcome::Pass(
+            "REPORTED_TCB bootloader 9 >= 9, TEE 0 >= 0, SNP 23 >= 23, microcode 72 >= 72"
+                .to_string()
+        )
+    );
+    // Each alone is one extra check; lower minimums pass too.
+    let lower = Expectations {
+        min_guest_svn: Some(0),
+        min_tcb: Some(TcbVersion { snp: 22, ..TcbVersion::default() }),
+        ..Expectations::default()
+    };
+    let checks = verify_with(&inputs, &lower);
+    assert_eq!(checks.len(), 11);
+    assert!(checks.iter().all(|c| matches!(c.outcome, Outcome::Pass(_))), "{checks:?}");
+}
+
+#[test]
+fn each_mismatching_expectation_fails_its_own_check() {
+    let matching = matching_expectations();
+    let tcb = |change: fn(&mut TcbVersion)| {
+        let mut minimum = DEV_TCB;
+        change(&mut minimum);
+        Expectations { min_tcb: Some(minimum), ..matching }
+    };
+    let differs = |field: &str, actual: &[u8], expected: &[u8]| {
+        format!("{field} {} is not the expected {}", hex(actual), hex(expected))
+    };
+    let cases = [
+        (
+            Expectations { host_data: Some([0x4B; 32]), ..matching },
+            "host data",
+            differs("HOST_DATA", &[0x4A; 32], &[0x4B; 32]),
+        ),
+        (
+            Expectations { id_key_digest: Some([0x1D; 48]), ..matching },
+            "ID key digest",
+            differs("ID_KEY_DIGEST", &[0x1C; 48], &[0x1D; 48]),
+        ),
+        (
+            Expectations { author_key_digest: Some([0x1C; 48]), ..matching },
+            "author key digest",
+            differs("AUTHOR_KEY_DIGEST", &[0xA7; 48], &[0x1C; 48]),
+        ),
+        (
+            Expectations { family_id: Some([0xF2; 16]), ..matching },
+            "family ID",
+            differs("FAMILY_ID", &[0xF1; 16], &[0xF2; 16]),
+        ),
+        (
+            Expectations { image_id: Some([0xF1; 16]), ..matching },
+            "image ID",
+            differs("IMAGE_ID", &[0x1D; 16], &[0xF1; 16]),
+        ),
+        (
+            Expectations { min_guest_svn: Some(8), ..matching },
+            "guest SVN",
+            "GUEST_SVN 7 is below the minimum 8".to_string(),
+        ),
+        (tcb(|t| t.bootloader += 1), "minimum TCB", "REPORTED_TCB bootloader 9 is below 10".into()),
+        (tcb(|t| t.tee += 1), "minimum TCB", "REPORTED_TCB TEE 0 is below 1".into()),
+        (tcb(|t| t.snp += 1), "minimum TCB", "REPORTED_TCB SNP 23 is below 24".into()),
+        (tcb(|t| t.microcode += 1), "minimum TCB", "REPORTED_TCB microcode 72 is below 73".into()),
+        (
+            tcb(|t| (t.snp, t.microcode) = (30, 80)),
+            "minimum TCB",
+            "REPORTED_TCB SNP 23 is below 30, microcode 72 is below 80".into(),
+        ),
+    ];
+    let inputs = identified_inputs();
+    for (expected, name, reason) in cases {
+        assert_eq!(failures_with(&inputs, &expected), [(name, reason)]);
+        let (passed, text) = verdict(&verify_with(&inputs, &expected));
+        assert!(!passed, "{name}");
+        assert_eq!(text, format!("NOT VERIFIED: {name} failed"));
+    }
+}
+
+#[test]
+fn an_author_key_digest_is_expected_only_with_author_key_en() {
+    // The sample's launch has no ID block: its identity fields are zero and
+    // AUTHOR_KEY_EN is clear, so even a zero AUTHOR_KEY_DIGEST fails.
+    let zero = Expectations {
+        host_data: Some([0; 32]),
+        id_key_digest: Some([0; 48]),
+        author_key_digest: Some([0; 48]),
+        family_id: Some([0; 16]),
+        image_id: Some([0; 16]),
+        min_guest_svn: Some(0),
+        min_tcb: Some(TcbVersion::default()),
+    };
+    let failures = failures_with(&dev_inputs(), &zero);
+    let reason = "AUTHOR_KEY_EN is clear: the ID block was not signed with an author key";
+    assert_eq!(failures, [("author key digest", reason.to_string())]);
+    let no_author = Expectations { author_key_digest: None, ..zero };
+    assert!(failures_with(&dev_inputs(), &no_author).is_empty());
+    // An ID block without an author key: AUTHOR_KEY_EN is clear.
+    let launch = LaunchIdentity { author_key_digest: [0; 48], ..identified_launch() };
+    let inputs = Inputs { report: report_of(&launch, &sample().manifest), ..dev_inputs() };
+    let expected = Expectations { author_key_digest: Some([0xA7; 48]), ..Expectations::default() };
+    assert_eq!(failures_with(&inputs, &expected), [("author key digest", reason.to_string())]);
+}
+
+#[test]
+fn a_tampered_identity_field_fails_the_signature_and_the_expectation() {
+    let mut inputs = identified_inputs();
+    inputs.report[0xC0] ^= 1; // HOST_DATA
+    let failed = failed_names_with(&inputs, &matching_expectations());
+    assert_eq!(failed, ["report signature", "host data"]);
+}
+
+#[test]
+fn the_command_checks_the_expectations_given() {
+    let fixture = CommandFixture::new("expect");
+    fs::write(fixture.dir.join("report.bin"), identified_report()).unwrap();
+    let manifest = fixture.dir.join("manifest.bin");
+    let (nonce, measurement) = (hex(&NONCE), hex(&MEASUREMENT));
+    let base = [
+        "--measurement",
+        &measurement,
+        "--nonce",
+        &nonce,
+        "--manifest",
+        manifest.to_str().unwrap(),
+    ];
+    let launch = identified_launch();
+    let flags = [
+        ("--host-data", hex(&launch.host_data), hex(&[0x4B; 32])),
+        ("--id-key-digest", hex(&launch.id_key_digest), hex(&[0x1D; 48])),
+        ("--author-key-digest", hex(&launch.author_key_digest), hex(&[0x1D; 48])),
+        ("--family-id", hex(&launch.family_id), hex(&[0xF2; 16])),
+        ("--image-id", hex(&launch.image_id), hex(&[0xF2; 16])),
+        ("--min-guest-svn", "7".to_string(), "8".to_string()),
+        ("--min-tcb", "bl=9,tee=0,snp=23,ucode=72".to_string(), "snp=24".to_string()),
+    ];
+    let mut all = base.to_vec();
+    for (flag, good, bad) in &flags {
+        let one_good = [&base[..], &[*flag, good.as_str()]].concat();
+        assert_eq!(fixture.exit_status(&one_good), 0, "{flag} {good}");
+        let one_bad = [&base[..], &[*flag, bad.as_str()]].concat();
+        assert_eq!(fixture.exit_status(&one_bad), 1, "{flag} {bad}");
+        all.extend([*flag, good.as_str()]);
+    }
+    assert_eq!(fixture.exit_status(&all), 0, "every expectation met");
+    // Expectations met do not make up for a missing measurement.
+    assert_eq!(fixture.exit_status(&all[2..]), 1);
+}
+
+#[test]
+fn malformed_expectations_are_refused_naming_the_flag_and_the_length() {
+    #[derive(clap::Parser)]
+    struct Command {
+        #[command(flatten)]
+        cli: Cli,
+    }
+    let parse = |args: &[&str]| {
+        <Command as clap::Parser>::try_parse_from([&["verify", "r.bin"], args].concat())
+    };
+    let (odd, zz) = ("0".repeat(63), "zz".repeat(48));
+    let (too_long, too_short) = ("00".repeat(49), "00".repeat(15));
+    let cases = [
+        ("--host-data", "00", "expected 32 bytes (64 hex digits), got 1 bytes"),
+        ("--host-data", odd.as_str(), "not hex (odd number of hex digits)"),
+        ("--id-key-digest", zz.as_str(), "expected 48 bytes as 96 hex digits"),
+        ("--author-key-digest", too_long.as_str(), "expected 48 bytes (96 hex digits), got 49"),
+        ("--family-id", too_short.as_str(), "expected 16 bytes (32 hex digits), got 15"),
+        ("--image-id", "", "expected 16 bytes (32 hex digits), got 0"),
+        ("--min-guest-svn", "x", "invalid digit"),
+        ("--min-tcb", "bl=1,fmc=2", "unknown TCB component \"fmc\""),
+        ("--min-tcb", "snp=256", "snp=256: N is a number 0..=255"),
+        ("--min-tcb", "snp=1,snp=2", "snp is given twice"),
+        ("--min-tcb", "snp", "\"snp\" is not NAME=N"),
+    ];
+    for (flag, value, reason) in cases {
+        let Err(error) = parse(&[flag, value]) else { panic!("{flag} {value:?} accepted") };
+        let text = error.to_string();
+        assert!(text.contains(flag) && text.contains(reason), "{flag} {value:?}: {text}");
+    }
+    assert_eq!(parse_min_tcb("ucode=72, snp=23,tee=0,bl=9"), Ok(DEV_TCB));
+    assert_eq!(parse_min_tcb("snp=5"), Ok(TcbVersion { snp: 5, ..TcbVersion::default() }));
+    let spaced = " 4A".repeat(32);
+    let Ok(parsed) = parse(&["--host-data", &spaced, "--min-guest-svn", "3"]) else {
+        panic!("well-formed flags refused")
+    };
+    assert_eq!(parsed.cli.host_data, Some(Box::new([0x4A; 32])));
+    assert_eq!(parsed.cli.min_guest_svn, Some(3));
+    assert_eq!(parsed.cli.image_id, None);
 }
