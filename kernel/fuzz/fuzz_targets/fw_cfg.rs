@@ -8,19 +8,26 @@
 //! (extended by the filter, as the dev platform does) and other files, that
 //! does its DMA into the same RAM.
 //!
+//! The guest's VMPL loses and regains pages in the emulated RMP between
+//! accesses, as CREATE_VCPU and DEPOSIT_MEM revoke pages and WITHDRAW_MEM
+//! or a failed call gives them back.
+//!
 //! Properties checked:
 //! - nothing panics;
 //! - every guest-memory access, by the filter or by the device's DMA it
-//!   lets through, lies in guest RAM and outside SVSM memory;
+//!   lets through, lies in guest RAM, outside SVSM memory and outside every
+//!   page the RMP denies the guest's VMPL at that moment;
 //! - once the filter is set up, the guest never reads the device's own
 //!   (unfiltered) file directory or `etc/e820`, by port or DMA, under any
 //!   alias of their keys.
 
 #![no_main]
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 
 use abi::boot::MemoryRange;
+use abi::snp_instr::{RmpAdjustAttributes, RmpPageSize, VmplPermissions};
 use arbitrary::Arbitrary;
 use kernel::guest_mem::{CheckedGuestMemory, Fault, GuestLayout, OwnedPages, RawGuestMemory};
 use kernel::host_doubles::FakeGuestRam;
@@ -28,12 +35,16 @@ use kernel::svm::fw_cfg::{
     DATA_PORT, DMA_HIGH_PORT, DMA_LOW_PORT, FILE_DIR_KEY, FwCfgDevice, FwCfgFilter, PORTS,
     SELECTOR_PORT, dma,
 };
+use kernel::svm::rmp::{PageState, Rmp, VmplMemory};
 use libfuzzer_sys::fuzz_target;
 
 const RAM_SIZE: u64 = 0x40_0000;
 const SVSM: MemoryRange = MemoryRange { base: 0x20_0000, size: 0x10_0000 };
 const E820_KEY: u16 = 0x20;
 const LOADER_KEY: u16 = 0x21;
+/// The guest's VMPL on the dev platform.
+const GUEST_VMPL: u8 = 2;
+const PAGE: u64 = 0x1000;
 /// QEMU's item number of a selector: without the write-channel bit.
 const ENTRY_MASK: u16 = !0x4000;
 
@@ -119,6 +130,12 @@ enum Action {
         length: u32,
         buffer: Addr,
     },
+    /// RMPADJUST of the page holding an address: every permission of the
+    /// guest's VMPL taken (`revoke`) or given back.
+    Rmpadjust {
+        page: Addr,
+        revoke: bool,
+    },
 }
 
 /// Fails the run on any access inside SVSM memory or outside RAM.
@@ -129,22 +146,49 @@ fn audit(gpa: u64, len: u64) {
     assert!(!touched.overlaps(&SVSM), "access {gpa:#x}+{len} touches SVSM memory");
 }
 
-/// Guest RAM that audits every access.
-struct AuditedRam(FakeGuestRam);
+/// Guest RAM that audits every access, with the pages the RMP currently
+/// denies the guest.
+struct AuditedRam {
+    ram: FakeGuestRam,
+    revoked: RefCell<BTreeSet<u64>>,
+}
+
+impl AuditedRam {
+    fn audit(&self, gpa: u64, len: u64) {
+        audit(gpa, len);
+        let first = gpa & !(PAGE - 1);
+        let revoked = self.revoked.borrow();
+        let hit = revoked.range(first..gpa + len.max(1)).next();
+        assert!(hit.is_none(), "access {gpa:#x}+{len} touches revoked page {hit:#x?}");
+    }
+}
 
 impl RawGuestMemory for AuditedRam {
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), Fault> {
-        audit(gpa, buf.len() as u64);
-        self.0.read(gpa, buf)
+        self.audit(gpa, buf.len() as u64);
+        self.ram.read(gpa, buf)
     }
     fn write(&self, gpa: u64, data: &[u8]) -> Result<(), Fault> {
-        audit(gpa, data.len() as u64);
-        self.0.write(gpa, data)
+        self.audit(gpa, data.len() as u64);
+        self.ram.write(gpa, data)
     }
     fn zero(&self, gpa: u64, len: u64) -> Result<(), Fault> {
-        audit(gpa, len);
-        self.0.zero(gpa, len)
+        self.audit(gpa, len);
+        self.ram.zero(gpa, len)
     }
+}
+
+/// The emulated RMP over the fake RAM: guest RAM validated with every
+/// permission for the guest's VMPL, the SVSM's region with none.
+fn rmp() -> Rmp {
+    let guest = PageState::new(true, VmplPermissions::ALL);
+    let svsm = PageState::new(true, VmplPermissions::NONE);
+    let svsm_end = SVSM.base + SVSM.size;
+    Rmp::new(&[
+        (MemoryRange { base: 0, size: SVSM.base }, guest),
+        (SVSM, svsm),
+        (MemoryRange { base: svsm_end, size: RAM_SIZE - svsm_end }, guest),
+    ])
 }
 
 /// A QEMU-like fw_cfg device doing DMA into the audited RAM.
@@ -237,7 +281,10 @@ impl FwCfgDevice for Device<'_> {
                 return dma::ERROR;
             }
         } else if write {
-            // Read-only items, as QEMU's file directory and e820.
+            // The device may read the whole buffer (QEMU does for a
+            // writable item); these items are read-only, as QEMU's file
+            // directory and e820.
+            self.ram.audit(address, u64::from(length));
             return if length == 0 { 0 } else { dma::ERROR };
         }
         self.offset += taken;
@@ -265,20 +312,40 @@ fn write_descriptor(ram: &AuditedRam, at: u64, control: u32, length: u32, buffer
     raw[8..16].copy_from_slice(&buffer.to_be_bytes());
     // The guest lays descriptors out only where its RAM is (not audited:
     // this is the guest writing, not the SVSM).
-    let _ = ram.0.write(at, &raw);
+    let _ = ram.ram.write(at, &raw);
 }
 
 fuzz_target!(|actions: Vec<Action>| {
-    let ram = AuditedRam(FakeGuestRam::new(0, RAM_SIZE));
+    let ram = AuditedRam { ram: FakeGuestRam::new(0, RAM_SIZE), revoked: RefCell::default() };
     let layout = GuestLayout::new(&[MemoryRange { base: 0, size: RAM_SIZE }], &[SVSM]);
     let owned = OwnedPages::new();
-    let memory = CheckedGuestMemory::new(&layout, &owned, &ram);
+    let checked = CheckedGuestMemory::new(&layout, &owned, &ram);
+    let mut rmp = rmp();
     let mut device = Device::new(&ram);
     let mut filter = FwCfgFilter::new(&mut device, &[SVSM]).expect("the fake device is valid");
     filter.add_file(b"etc/svsm/tpm-acpi", vec![0x22; 100]).expect("a new name");
     filter.append_file(b"etc/table-loader", &[0x33; 128]).expect("the loader exists");
     device.guest_reads = true;
     for action in actions.into_iter().take(64) {
+        if let Action::Rmpadjust { page, revoke } = action {
+            let gpa = page.gpa() & !(PAGE - 1);
+            let permissions = if revoke { VmplPermissions::NONE } else { VmplPermissions::ALL };
+            let attributes =
+                RmpAdjustAttributes { target_vmpl: GUEST_VMPL, permissions, vmsa: false };
+            let in_svsm = MemoryRange { base: gpa, size: PAGE }.overlaps(&SVSM);
+            if !in_svsm && rmp.rmpadjust(gpa, RmpPageSize::Size4K, attributes).is_ok() {
+                let mut revoked = ram.revoked.borrow_mut();
+                if revoke {
+                    revoked.insert(gpa);
+                } else {
+                    revoked.remove(&gpa);
+                }
+            }
+            continue;
+        }
+        // The permissions hold still while the filter runs (the dev
+        // platform's guest-memory lock).
+        let memory = VmplMemory::new(&checked, &rmp, GUEST_VMPL);
         let kick = |filter: &mut FwCfgFilter, device: &mut Device, at: u64| {
             filter.port_out(DMA_HIGH_PORT, 4, ((at >> 32) as u32).to_be(), device, &memory);
             filter.port_out(DMA_LOW_PORT, 4, (at as u32).to_be(), device, &memory);
@@ -312,6 +379,8 @@ fuzz_target!(|actions: Vec<Action>| {
                 write_descriptor(&ram, descriptor.gpa(), control, length, buffer.gpa());
                 kick(&mut filter, &mut device, descriptor.gpa());
             }
+            // Done above, outside the filter.
+            Action::Rmpadjust { .. } => {}
         }
     }
 });

@@ -58,7 +58,7 @@ use crate::svm::fpu::{XSTATE_MANAGED, XsaveArea};
 use crate::svm::fw_cfg::{self, FwCfgDevice, FwCfgFilter};
 use crate::svm::ghcb::{GhcbState, VmgexitAction};
 use crate::svm::npt::{Access, NestedTables};
-use crate::svm::rmp::{PageState, Rmp};
+use crate::svm::rmp::{PageState, Rmp, VmplMemory};
 use crate::svm::vmrun;
 
 /// VM_CR: SVM configuration (bit 4: SVM disabled by firmware).
@@ -432,8 +432,18 @@ impl Dev {
         };
         let next_rip = cpu.vmcb.control.exit_info2;
         let mut device = PortFwCfg { bounce: self.fw_cfg_bounce };
-        let memory = guest_mem::guest();
+        let checked = guest_mem::guest();
+        // The filter lock, then the guest-memory lock (nothing takes them
+        // the other way round; nothing under them takes either again):
+        // held until the access is done, so no RMPADJUST changes the
+        // guest's permissions between the filter's checks of a DMA buffer
+        // and the device's transfer into it (see `fw_cfg`). A transfer is
+        // at most 4 GiB inside one guest RAM range (a u32 length, checked),
+        // done by QEMU within the OUT: a revoke on another CPU waits for
+        // it, bounded.
         let mut filter = filter.lock();
+        let state = self.memory.lock();
+        let memory = VmplMemory::new(&checked, &state.rmp, GUEST_VMPL);
         let value_mask = u64::MAX >> (64 - 8 * u32::from(info.size));
         if !info.string {
             match info.direction {
@@ -632,7 +642,7 @@ fn string_io(
     info: &IoioInfo,
     filter: &mut FwCfgFilter,
     device: &mut PortFwCfg,
-    memory: &dyn GuestMemory,
+    memory: &VmplMemory<'_>,
 ) -> Result<bool, GuestStop> {
     let save = &cpu.vmcb.save;
     let paging = GuestPaging { cr0: save.cr0, cr3: save.cr3, cr4: save.cr4, efer: save.efer };
@@ -743,7 +753,8 @@ impl GuestPhysRead for GuestCodeRam {
 }
 
 /// QEMU's fw_cfg device, through its ports; DMA descriptors are handed to it
-/// from an SVSM frame.
+/// from an SVSM frame, and it moves the data straight to or from the guest's
+/// buffer (the filter checked it; the caller holds the guest-memory lock).
 struct PortFwCfg {
     bounce: u64,
 }

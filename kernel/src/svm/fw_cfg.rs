@@ -12,12 +12,22 @@
 //! DMA of every other item go to the device. A DMA descriptor is copied
 //! out of guest memory and handed to the device from SVSM memory (the guest
 //! cannot change it meanwhile), and only after its buffer was checked to be
-//! guest memory; a rejected one completes with the error bit, as the
-//! device reports its own errors.
+//! memory the guest's VMPL may access that way ([`VmplMemory`]: guest RAM,
+//! not the SVSM's, no page the SVSM holds, and the RMP permission: WRITE
+//! for a READ into guest memory, READ for a WRITE out of it); a rejected
+//! one completes with the error bit, as the device reports a failed
+//! transfer, and touches no memory. The device then moves the data itself,
+//! straight between the buffer and the item (not through SVSM memory), so
+//! the caller must keep the permissions checked fixed until the filter
+//! returns: the dev platform holds its guest-memory lock, which every
+//! RMPADJUST takes, across the check and the transfer. A page the SVSM
+//! takes from the guest (CREATE_VCPU's VMSA, DEPOSIT_MEM) is revoked in
+//! the RMP before the SVSM reads it, so a transfer either ends before the
+//! revoke or is refused.
 //!
 //! Layouts (QEMU `docs/specs/fw_cfg.rst`): the file directory is a
 //! big-endian u32 count and 64-byte entries {u32 size, u16 select, u16
-//! reserved, name[56]}, all big-endian; a DMA descriptor is {u32 control,
+//! reserved, `name[56]`}, all big-endian; a DMA descriptor is {u32 control,
 //! u32 length, u64 address}, big-endian, with control bits error (0), read
 //! (1), skip (2), select (3, key in bits 16-31) and write (4); `etc/e820`
 //! holds little-endian {u64 address, u64 length, u32 type} entries.
@@ -34,8 +44,10 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use abi::boot::MemoryRange;
+use abi::snp_instr::VmplPermissions;
 
 use crate::guest_mem::{GuestMemory, InvalidGpa};
+use crate::svm::rmp::VmplMemory;
 
 /// The selector port (16-bit writes).
 pub const SELECTOR_PORT: u16 = 0x510;
@@ -333,14 +345,17 @@ impl FwCfgFilter {
         device.port_in(port, size)
     }
 
-    /// The guest writes `value` (`size` bytes) at `port`.
+    /// The guest writes `value` (`size` bytes) at `port`. Every access to
+    /// guest memory, the filter's and the device's DMA, goes by `memory`'s
+    /// checks; its [RMP](crate::svm::rmp::Rmp) must not change until this
+    /// returns.
     pub fn port_out(
         &mut self,
         port: u16,
         size: u8,
         value: u32,
         device: &mut impl FwCfgDevice,
-        memory: &dyn GuestMemory,
+        memory: &VmplMemory<'_>,
     ) {
         match (port, size) {
             (SELECTOR_PORT, 2) => self.select(value as u16, device),
@@ -356,7 +371,7 @@ impl FwCfgFilter {
     }
 
     /// Runs the DMA operation whose descriptor is at guest address `gpa`.
-    fn dma(&mut self, gpa: u64, device: &mut impl FwCfgDevice, memory: &dyn GuestMemory) {
+    fn dma(&mut self, gpa: u64, device: &mut impl FwCfgDevice, memory: &VmplMemory<'_>) {
         let mut raw = [0u8; 16];
         if memory.read(gpa, &mut raw).is_err() {
             // Nowhere to report to: the device would not see it either.
@@ -365,18 +380,22 @@ impl FwCfgFilter {
         let control = u32::from_be_bytes(raw[0..4].try_into().expect("4 bytes"));
         let length = u32::from_be_bytes(raw[4..8].try_into().expect("4 bytes"));
         let address = u64::from_be_bytes(raw[8..16].try_into().expect("8 bytes"));
-        if control & dma::SELECT != 0 {
+        let select = control & dma::SELECT != 0;
+        if select {
             // The device selects the key in the control word itself.
             self.select_virtual((control >> 16) as u16, device);
         }
         let status = if self.item(self.selected).is_some() {
             self.virtual_dma(control, length, address, memory)
-        } else if control & (dma::READ | dma::WRITE) != 0
-            && memory.check(address, u64::from(length)).is_err()
-        {
-            dma::ERROR
-        } else {
+        } else if buffer_allowed(control, length, address, memory) {
             device.dma(control, length, address)
+        } else {
+            // As QEMU fails a transfer: the selection stands, the buffer is
+            // untouched.
+            if select {
+                device.select(self.selected);
+            }
+            dma::ERROR
         };
         // The control word is where the device reports; a guest that made
         // it unwritable gets no report.
@@ -391,7 +410,7 @@ impl FwCfgFilter {
         control: u32,
         length: u32,
         address: u64,
-        memory: &dyn GuestMemory,
+        memory: &VmplMemory<'_>,
     ) -> u32 {
         let Some(rest) = self.virtual_rest() else { return dma::ERROR };
         let length = u64::from(length);
@@ -411,15 +430,30 @@ impl FwCfgFilter {
     }
 }
 
+/// Whether the device may do the transfer `control` asks for with the
+/// guest's `length`-byte buffer at `address`: a READ writes it, so the
+/// guest must be allowed to write it; a WRITE reads it; a skip or a select
+/// alone touches no memory. (QEMU ranks READ above WRITE.)
+fn buffer_allowed(control: u32, length: u32, address: u64, memory: &VmplMemory<'_>) -> bool {
+    let wanted = if control & dma::READ != 0 {
+        VmplPermissions::WRITE
+    } else if control & dma::WRITE != 0 {
+        VmplPermissions::READ
+    } else {
+        return true;
+    };
+    memory.check_for(address, u64::from(length), wanted).is_ok()
+}
+
 /// Copies `data` to guest memory at `address` and zeros the rest of the
-/// `length`-byte buffer, once the whole buffer is known to be guest memory.
+/// `length`-byte buffer, once the guest may write the whole buffer.
 fn read_into(
-    memory: &dyn GuestMemory,
+    memory: &VmplMemory<'_>,
     address: u64,
     length: u64,
     data: &[u8],
 ) -> Result<(), InvalidGpa> {
-    memory.check(address, length)?;
+    memory.check_for(address, length, VmplPermissions::WRITE)?;
     let zeros_at = address.checked_add(data.len() as u64).ok_or(InvalidGpa)?;
     memory.write(address, data)?;
     let zeros = length - data.len() as u64;

@@ -14,6 +14,10 @@
 //! FAIL_SIZEMISMATCH, as the hardware does on 4 KiB entries. Regions that
 //! are not wholly inside one range start split.
 //!
+//! [`VmplMemory`] is guest memory as the guest's VMPL may access it under
+//! this RMP, for the SVSM and devices acting on the guest's behalf (fw_cfg
+//! DMA).
+//!
 //! Rules where the references are silent, chosen to match what SVSMs rely
 //! on: RMPADJUST of a page that is not validated fails with FAIL_INPUT;
 //! PVALIDATE does not change permissions; the caller is always VMPL0, so
@@ -27,6 +31,8 @@ use abi::layout::{LARGE_PAGE_SIZE, PAGE_SIZE};
 use abi::snp_instr::{
     PvalidateError, RmpAdjustAttributes, RmpAdjustError, RmpPageSize, VmplPermissions,
 };
+
+use crate::guest_mem::{GuestMemory, InvalidGpa};
 
 /// The state of one page, packed: validated, VMSA, and 4 permission bits
 /// for each of VMPL1, VMPL2, VMPL3.
@@ -235,6 +241,79 @@ impl Rmp {
     pub fn ranges(&self) -> impl Iterator<Item = MemoryRange> + '_ {
         self.ranges.iter().map(|r| r.range)
     }
+
+    /// Whether `vmpl` has every permission of `wanted` on each page that
+    /// `[gpa, gpa + len)` touches (none for `len` 0); false if the range
+    /// wraps or a page is not covered. One pass over the pages' entries:
+    /// a 4 GiB range is a million of them.
+    pub fn allows(&self, gpa: u64, len: u64, vmpl: u8, wanted: VmplPermissions) -> bool {
+        let Some(end) = gpa.checked_add(len) else { return false };
+        let mut at = gpa & !(PAGE_SIZE - 1);
+        while at < end {
+            let Some(range) = self.range_of(at, PAGE_SIZE) else { return false };
+            let stop = end.min(range.range.base + range.range.size);
+            let pages = range.page_index(at)..=range.page_index(stop - 1);
+            let next = range.range.base + (*pages.end() as u64 + 1) * PAGE_SIZE;
+            if !range.pages[pages].iter().all(|page| page.permissions(vmpl).contains(wanted)) {
+                return false;
+            }
+            at = next;
+        }
+        true
+    }
+}
+
+/// Guest memory as one VMPL may access it: the checked guest memory's
+/// rules (guest RAM, not the SVSM's, no page the SVSM holds) and, page by
+/// page, that VMPL's permissions in the RMP: READ to read, WRITE to write.
+///
+/// It is how the SVSM (and a device it lets DMA) touches memory on behalf
+/// of the guest's VMPL when that VMPL may have lost the page meanwhile:
+/// it borrows the RMP, so whoever holds it keeps the permissions fixed (on
+/// the dev platform, the guest-memory lock is held) until the access ends.
+pub struct VmplMemory<'a> {
+    memory: &'a dyn GuestMemory,
+    rmp: &'a Rmp,
+    vmpl: u8,
+}
+
+impl<'a> VmplMemory<'a> {
+    /// `memory` as `vmpl` may access it under `rmp`.
+    pub fn new(memory: &'a dyn GuestMemory, rmp: &'a Rmp, vmpl: u8) -> VmplMemory<'a> {
+        VmplMemory { memory, rmp, vmpl }
+    }
+
+    /// Whether `[gpa, gpa + len)` passes the checked memory's checks and
+    /// the VMPL has `wanted` on each of its pages (for `len` 0, the page of
+    /// `gpa`, as the checked memory checks the byte there).
+    pub fn check_for(&self, gpa: u64, len: u64, wanted: VmplPermissions) -> Result<(), InvalidGpa> {
+        self.memory.check(gpa, len)?;
+        if !self.rmp.allows(gpa, len.max(1), self.vmpl, wanted) {
+            return Err(InvalidGpa);
+        }
+        Ok(())
+    }
+}
+
+impl GuestMemory for VmplMemory<'_> {
+    fn check(&self, gpa: u64, len: u64) -> Result<(), InvalidGpa> {
+        self.check_for(gpa, len, VmplPermissions::READ | VmplPermissions::WRITE)
+    }
+
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), InvalidGpa> {
+        self.check_for(gpa, buf.len() as u64, VmplPermissions::READ)?;
+        self.memory.read(gpa, buf)
+    }
+
+    fn write(&self, gpa: u64, data: &[u8]) -> Result<(), InvalidGpa> {
+        self.check_for(gpa, data.len() as u64, VmplPermissions::WRITE)?;
+        self.memory.write(gpa, data)
+    }
+
+    fn zero(&self, gpa: u64, len: u64) -> Result<(), InvalidGpa> {
+        self.check_for(gpa, len, VmplPermissions::WRITE)?;
+        self.memory.zero(gpa, len)
+    }
 }
 
 enum EntryError {
@@ -364,5 +443,23 @@ mod tests {
         let page = rmp.page(0x10_0000).unwrap();
         assert!(page.validated());
         assert_eq!(page.permissions(3), VmplPermissions::NONE);
+    }
+
+    #[test]
+    fn allows_checks_every_page_a_range_touches_across_ranges() {
+        const READ: VmplPermissions = VmplPermissions::READ;
+        let second = MemoryRange { base: RAM.size, size: 0x4000 };
+        let mut rmp =
+            Rmp::new(&[(RAM, PageState::new(true, FULL)), (second, PageState::new(true, FULL))]);
+        assert!(rmp.allows(0x7F_F800, 0x1000, 2, FULL), "across two ranges");
+        assert!(rmp.allows(0, RAM.size + 0x4000, 2, FULL), "all of it");
+        assert!(!rmp.allows(0, RAM.size + 0x4001, 2, FULL), "one byte past the end");
+        assert!(!rmp.allows(u64::MAX, 2, 2, READ), "wraps");
+        assert!(rmp.allows(0x9000_0000, 0, 2, READ), "nothing touched");
+        rmp.rmpadjust(0x5000, RmpPageSize::Size4K, grant(2, READ)).unwrap();
+        assert!(rmp.allows(0x4FFF, 2, 2, READ));
+        assert!(!rmp.allows(0x4FFF, 2, 2, VmplPermissions::WRITE), "its last byte's page");
+        assert!(rmp.allows(0x4FFF, 2, 1, FULL), "another VMPL");
+        assert!(rmp.allows(0x6000, 0x1000, 2, FULL), "the next page");
     }
 }

@@ -4,8 +4,11 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use super::*;
+use abi::snp_instr::{RmpAdjustAttributes, RmpPageSize};
+
 use crate::guest_mem::{CheckedGuestMemory, GuestLayout, OwnedPages, RawGuestMemory};
 use crate::host_doubles::FakeGuestRam;
+use crate::svm::rmp::{PageState, Rmp};
 
 const MIB: u64 = 1 << 20;
 const SVSM: MemoryRange = MemoryRange { base: 128 * MIB, size: 80 * MIB };
@@ -86,17 +89,41 @@ fn qemu_files() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// The guest's VMPL on the dev platform.
+const VMPL: u8 = 2;
+
 struct Setup {
     ram: FakeGuestRam,
     layout: GuestLayout,
     owned: OwnedPages,
+    /// Guest RAM validated, the guest's VMPL with every permission (as
+    /// after the core protocol's PVALIDATE); the SVSM's region with none.
+    rmp: Rmp,
 }
 
 fn setup() -> Setup {
+    let guest = PageState::new(true, VmplPermissions::ALL);
+    let svsm = PageState::new(true, VmplPermissions::NONE);
+    let above = MemoryRange { base: SVSM.base + SVSM.size, size: 256 * MIB - SVSM.end().unwrap() };
     Setup {
         ram: FakeGuestRam::new(0, 256 * MIB),
         layout: GuestLayout::new(&[MemoryRange { base: 0, size: 256 * MIB }], &[SVSM]),
         owned: OwnedPages::new(),
+        rmp: Rmp::new(&[
+            (MemoryRange { base: 0, size: SVSM.base }, guest),
+            (SVSM, svsm),
+            (above, guest),
+        ]),
+    }
+}
+
+impl Setup {
+    fn checked(&self) -> CheckedGuestMemory<'_> {
+        CheckedGuestMemory::new(&self.layout, &self.owned, &self.ram)
+    }
+
+    fn vmpl<'a>(&'a self, checked: &'a CheckedGuestMemory<'a>) -> VmplMemory<'a> {
+        VmplMemory::new(checked, &self.rmp, VMPL)
     }
 }
 
@@ -142,7 +169,8 @@ fn e820_low_ram_ends_where_the_svsm_region_begins() {
 fn the_guest_reads_the_filtered_directory_and_map_and_the_rest_unchanged() {
     let s = setup();
     let mut device = FakeDevice::new(&s.ram, &qemu_files());
-    let memory = CheckedGuestMemory::new(&s.layout, &s.owned, &s.ram);
+    let checked = s.checked();
+    let memory = s.vmpl(&checked);
     let mut filter = FwCfgFilter::new(&mut device, &[SVSM]).unwrap();
     filter.port_out(SELECTOR_PORT, 2, u32::from(FILE_DIR_KEY), &mut device, &memory);
     let dir = port_read(&mut filter, &mut device, 4 + 3 * 64);
@@ -175,7 +203,7 @@ fn descriptor(ram: &FakeGuestRam, gpa: u64, control: u32, length: u32, address: 
     ram.write(gpa, &raw).unwrap();
 }
 
-fn kick(filter: &mut FwCfgFilter, device: &mut FakeDevice, memory: &dyn GuestMemory, gpa: u64) {
+fn kick(filter: &mut FwCfgFilter, device: &mut FakeDevice, memory: &VmplMemory, gpa: u64) {
     // What OVMF writes: each half byte-swapped, high then low.
     filter.port_out(DMA_HIGH_PORT, 4, ((gpa >> 32) as u32).to_be(), device, memory);
     filter.port_out(DMA_LOW_PORT, 4, (gpa as u32).to_be(), device, memory);
@@ -191,7 +219,8 @@ fn control(ram: &FakeGuestRam, gpa: u64) -> u32 {
 fn dma_serves_virtual_items_and_forwards_the_rest_checked() {
     let s = setup();
     let mut device = FakeDevice::new(&s.ram, &qemu_files());
-    let memory = CheckedGuestMemory::new(&s.layout, &s.owned, &s.ram);
+    let checked = s.checked();
+    let memory = s.vmpl(&checked);
     let mut filter = FwCfgFilter::new(&mut device, &[SVSM]).unwrap();
     let desc = 0x1000;
     // Select etc/e820 and read it by DMA.
@@ -244,7 +273,8 @@ fn added_and_extended_files_appear_in_the_directory() {
     let mut files = qemu_files();
     files.push(("etc/table-loader", vec![1; 128]));
     let mut device = FakeDevice::new(&s.ram, &files);
-    let memory = CheckedGuestMemory::new(&s.layout, &s.owned, &s.ram);
+    let checked = s.checked();
+    let memory = s.vmpl(&checked);
     let mut filter = FwCfgFilter::new(&mut device, &[SVSM]).unwrap();
     filter.add_file(b"etc/svsm/tpm-acpi", vec![7; 10]).unwrap();
     filter.append_file(b"etc/table-loader", &[2; 128]).unwrap();
@@ -267,15 +297,14 @@ fn added_and_extended_files_appear_in_the_directory() {
 /// A filter over a device whose `etc/table-loader` (key 0x23) holds 128
 /// bytes of 1 and is extended by 128 bytes of 2; the device's file then
 /// changes to 128 bytes of 3, as QEMU's does when its ACPI tables are built.
-fn extended_loader(s: &Setup) -> (FakeDevice<'_>, CheckedGuestMemory<'_>, FwCfgFilter) {
+fn extended_loader(s: &Setup) -> (FakeDevice<'_>, FwCfgFilter) {
     let mut files = qemu_files();
     files.push(("etc/table-loader", vec![1; 128]));
     let mut device = FakeDevice::new(&s.ram, &files);
-    let memory = CheckedGuestMemory::new(&s.layout, &s.owned, &s.ram);
     let mut filter = FwCfgFilter::new(&mut device, &[SVSM]).unwrap();
     filter.append_file(b"etc/table-loader", &[2; 128]).unwrap();
     device.items.insert(0x23, vec![3; 128]);
-    (device, memory, filter)
+    (device, filter)
 }
 
 /// QEMU builds its ACPI tables when `etc/table-loader` is first selected,
@@ -284,7 +313,9 @@ fn extended_loader(s: &Setup) -> (FakeDevice<'_>, CheckedGuestMemory<'_>, FwCfgF
 #[test]
 fn an_extended_file_is_read_from_the_device_when_the_guest_selects_it() {
     let s = setup();
-    let (mut device, memory, mut filter) = extended_loader(&s);
+    let (mut device, mut filter) = extended_loader(&s);
+    let checked = s.checked();
+    let memory = s.vmpl(&checked);
     filter.port_out(SELECTOR_PORT, 2, 0x23, &mut device, &memory);
     let loader = port_read(&mut filter, &mut device, 256);
     assert_eq!((loader[0], loader[127], loader[128], loader[255]), (3, 3, 2, 2));
@@ -297,7 +328,9 @@ fn an_extended_file_is_read_from_the_device_when_the_guest_selects_it() {
 #[test]
 fn an_extended_file_selected_by_dma_is_read_from_the_device_then() {
     let s = setup();
-    let (mut device, memory, mut filter) = extended_loader(&s);
+    let (mut device, mut filter) = extended_loader(&s);
+    let checked = s.checked();
+    let memory = s.vmpl(&checked);
     let desc = 0x1000;
     descriptor(&s.ram, desc, (0x23 << 16) | dma::SELECT | dma::READ, 256, 0x2000);
     kick(&mut filter, &mut device, &memory, desc);
@@ -315,7 +348,7 @@ fn dma_read(
     s: &Setup,
     filter: &mut FwCfgFilter,
     device: &mut FakeDevice,
-    memory: &dyn GuestMemory,
+    memory: &VmplMemory,
     control_word: u32,
     length: u32,
 ) -> (u32, Vec<u8>) {
@@ -330,12 +363,10 @@ fn dma_read(
 
 /// The filtered items (the directory, `etc/e820`, an extended
 /// `etc/table-loader`): key and guest-visible size.
-fn virtual_items(
-    s: &Setup,
-) -> (FakeDevice<'_>, CheckedGuestMemory<'_>, FwCfgFilter, Vec<(u16, usize)>) {
-    let (device, memory, filter) = extended_loader(s);
+fn virtual_items(s: &Setup) -> (FakeDevice<'_>, FwCfgFilter, Vec<(u16, usize)>) {
+    let (device, filter) = extended_loader(s);
     let dir_len = 4 + 4 * 64;
-    (device, memory, filter, vec![(FILE_DIR_KEY, dir_len), (0x21, 4 * 20), (0x23, 256)])
+    (device, filter, vec![(FILE_DIR_KEY, dir_len), (0x21, 4 * 20), (0x23, 256)])
 }
 
 /// The audit's panic: byte reads past the end of a filtered item, then a
@@ -344,7 +375,9 @@ fn virtual_items(
 #[test]
 fn byte_reads_past_the_end_then_a_dma_read_give_zeros() {
     let s = setup();
-    let (mut device, memory, mut filter, items) = virtual_items(&s);
+    let (mut device, mut filter, items) = virtual_items(&s);
+    let checked = s.checked();
+    let memory = s.vmpl(&checked);
     for (key, len) in items {
         filter.port_out(SELECTOR_PORT, 2, u32::from(key), &mut device, &memory);
         let bytes = port_read(&mut filter, &mut device, len + 10);
@@ -363,7 +396,9 @@ fn byte_reads_past_the_end_then_a_dma_read_give_zeros() {
 #[test]
 fn a_dma_skip_past_the_end_then_a_read_gives_zeros() {
     let s = setup();
-    let (mut device, memory, mut filter, items) = virtual_items(&s);
+    let (mut device, mut filter, items) = virtual_items(&s);
+    let checked = s.checked();
+    let memory = s.vmpl(&checked);
     for (key, len) in items {
         let select = (u32::from(key) << 16) | dma::SELECT;
         let skip = u32::MAX;
@@ -386,7 +421,9 @@ fn a_dma_skip_past_the_end_then_a_read_gives_zeros() {
 #[test]
 fn a_dma_read_longer_than_the_item_is_zero_filled_and_a_bad_buffer_refused() {
     let s = setup();
-    let (mut device, memory, mut filter) = extended_loader(&s);
+    let (mut device, mut filter) = extended_loader(&s);
+    let checked = s.checked();
+    let memory = s.vmpl(&checked);
     let select = (0x21 << 16) | dma::SELECT;
     let (status, buffer) = dma_read(&s, &mut filter, &mut device, &memory, select | dma::READ, 100);
     assert_eq!(status, 0);
@@ -423,7 +460,8 @@ fn a_dma_read_longer_than_the_item_is_zero_filled_and_a_bad_buffer_refused() {
 fn selector_aliases_reach_the_filtered_items() {
     let s = setup();
     let mut device = FakeDevice::new(&s.ram, &qemu_files());
-    let memory = CheckedGuestMemory::new(&s.layout, &s.owned, &s.ram);
+    let checked = s.checked();
+    let memory = s.vmpl(&checked);
     let mut filter = FwCfgFilter::new(&mut device, &[SVSM]).unwrap();
     filter.port_out(SELECTOR_PORT, 2, 0x4000 | 0x21, &mut device, &memory);
     let map = port_read(&mut filter, &mut device, 40);
@@ -448,7 +486,8 @@ fn selector_aliases_reach_the_filtered_items() {
 fn the_dma_address_high_half_is_used_once() {
     let s = setup();
     let mut device = FakeDevice::new(&s.ram, &qemu_files());
-    let memory = CheckedGuestMemory::new(&s.layout, &s.owned, &s.ram);
+    let checked = s.checked();
+    let memory = s.vmpl(&checked);
     let mut filter = FwCfgFilter::new(&mut device, &[SVSM]).unwrap();
     filter.port_out(DMA_HIGH_PORT, 4, 1u32.to_be(), &mut device, &memory);
     filter.port_out(DMA_LOW_PORT, 4, 0x1000u32.to_be(), &mut device, &memory);
@@ -456,4 +495,104 @@ fn the_dma_address_high_half_is_used_once() {
     filter.port_out(DMA_LOW_PORT, 4, 0x1000u32.to_be(), &mut device, &memory);
     assert_eq!(control(&s.ram, 0x1000), 0);
     assert_eq!(device.dma_calls.len(), 1, "the second kick used 0x1000, not 0x1_0000_1000");
+}
+
+/// Sets the guest VMPL's permissions on the page at `gpa`, as the core
+/// protocol's RMPADJUST does (CREATE_VCPU and DEPOSIT_MEM revoke them all
+/// before the SVSM reads the page).
+fn set_guest_permissions(rmp: &mut Rmp, gpa: u64, permissions: VmplPermissions) {
+    let attributes = RmpAdjustAttributes { target_vmpl: VMPL, permissions, vmsa: false };
+    rmp.rmpadjust(gpa, RmpPageSize::Size4K, attributes).unwrap();
+}
+
+/// What is at `[gpa, gpa + len)`.
+fn bytes_at(ram: &FakeGuestRam, gpa: u64, len: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; len];
+    ram.read(gpa, &mut bytes).unwrap();
+    bytes
+}
+
+/// A device DMA into a page the RMP denies the guest (one CREATE_VCPU has
+/// revoked, not yet in the SVSM's owned pages) is refused with the error
+/// bit: the device never sees it, the buffer keeps its bytes, and the
+/// selection is made as QEMU makes it for a failed transfer. A buffer only
+/// partly revoked is refused whole.
+#[test]
+fn a_dma_into_a_page_the_rmp_denies_the_guest_is_refused_and_writes_nothing() {
+    let mut s = setup();
+    let mut device = FakeDevice::new(&s.ram, &qemu_files());
+    let mut filter = FwCfgFilter::new(&mut device, &[SVSM]).unwrap();
+    let (desc, vmsa) = (0x1000, 0x5000);
+    set_guest_permissions(&mut s.rmp, vmsa, VmplPermissions::NONE);
+    assert!(s.owned.owner(vmsa).is_none(), "revoked, not yet held");
+    let read_mode = (0x22 << 16) | dma::SELECT | dma::READ;
+    let buffers = [(vmsa, 5), (vmsa + 0xFFE, 2), (vmsa - 2, 4), (0x3000, 0x3000), (vmsa, 0)];
+    for (address, length) in buffers {
+        s.ram.fill(0x3000, 0x4000, 0xEE);
+        descriptor(&s.ram, desc, read_mode, length, address);
+        device.select(0);
+        let checked = s.checked();
+        kick(&mut filter, &mut device, &s.vmpl(&checked), desc);
+        assert_eq!(control(&s.ram, desc), dma::ERROR, "{address:#x}+{length}");
+        assert_eq!(bytes_at(&s.ram, 0x3000, 0x4000), vec![0xEE; 0x4000], "{address:#x}");
+        assert_eq!(device.selected, 0x22, "the selection stands");
+    }
+    // A WRITE from it too (the device would read the guest's buffer).
+    let checked = s.checked();
+    let memory = s.vmpl(&checked);
+    descriptor(&s.ram, desc, dma::WRITE, 4, vmsa);
+    kick(&mut filter, &mut device, &memory, desc);
+    assert_eq!(control(&s.ram, desc), dma::ERROR);
+    assert!(device.dma_calls.is_empty(), "the device saw none of them");
+    // The filter's own items are refused the same way.
+    s.ram.fill(vmsa, 0x1000, 0xEE);
+    descriptor(&s.ram, desc, (0x21 << 16) | dma::SELECT | dma::READ, 80, vmsa);
+    kick(&mut filter, &mut device, &memory, desc);
+    assert_eq!(control(&s.ram, desc), dma::ERROR);
+    assert_eq!(bytes_at(&s.ram, vmsa, 0x1000), vec![0xEE; 0x1000]);
+    // A descriptor on the page is neither read nor answered.
+    descriptor(&s.ram, vmsa, read_mode, 5, 0x3000);
+    kick(&mut filter, &mut device, &memory, vmsa);
+    assert_eq!(control(&s.ram, vmsa), read_mode, "no status written");
+    assert!(device.dma_calls.is_empty());
+    // Next to it, the same transfers go through.
+    descriptor(&s.ram, desc, read_mode, 5, vmsa + 0x1000);
+    kick(&mut filter, &mut device, &memory, desc);
+    assert_eq!(control(&s.ram, desc), 0);
+    assert_eq!(bytes_at(&s.ram, vmsa + 0x1000, 5), b"calls");
+    assert_eq!(device.dma_calls, vec![(read_mode, 5, vmsa + 0x1000)]);
+}
+
+/// The permission checked follows the transfer's direction: a READ (the
+/// device writes guest memory) needs WRITE, a WRITE (the device reads it)
+/// needs READ; once given back, the page takes DMA again.
+#[test]
+fn dma_needs_the_permission_of_its_direction() {
+    let mut s = setup();
+    let mut device = FakeDevice::new(&s.ram, &qemu_files());
+    let mut filter = FwCfgFilter::new(&mut device, &[SVSM]).unwrap();
+    let (desc, page) = (0x1000, 0x7000);
+    let read_mode = (0x22 << 16) | dma::SELECT | dma::READ;
+    let write_mode = (0x22 << 16) | dma::SELECT | dma::WRITE;
+    let mut run = |s: &Setup, device: &mut FakeDevice, control_word: u32| {
+        descriptor(&s.ram, desc, control_word, 5, page);
+        let checked = s.checked();
+        kick(&mut filter, device, &s.vmpl(&checked), desc);
+        control(&s.ram, desc)
+    };
+    set_guest_permissions(&mut s.rmp, page, VmplPermissions::READ);
+    assert_eq!(run(&s, &mut device, read_mode), dma::ERROR, "read-only: no READ into it");
+    assert_eq!(run(&s, &mut device, write_mode), 0, "the device may read it");
+    set_guest_permissions(&mut s.rmp, page, VmplPermissions::WRITE);
+    assert_eq!(run(&s, &mut device, write_mode), dma::ERROR, "write-only: no WRITE from it");
+    assert_eq!(run(&s, &mut device, read_mode), 0);
+    set_guest_permissions(&mut s.rmp, page, VmplPermissions::NONE);
+    assert_eq!(run(&s, &mut device, read_mode), dma::ERROR);
+    set_guest_permissions(&mut s.rmp, page, VmplPermissions::ALL);
+    assert_eq!(run(&s, &mut device, read_mode), 0, "given back");
+    assert_eq!(bytes_at(&s.ram, page, 5), b"calls");
+    assert_eq!(
+        device.dma_calls,
+        vec![(write_mode, 5, page), (read_mode, 5, page), (read_mode, 5, page)]
+    );
 }
