@@ -350,8 +350,16 @@ impl Dev {
             }
             return Next::Resume;
         }
-        let memory = guest_mem::guest();
-        let action = cpu.ghcb.vmgexit(&memory, &|leaf| cpuid(leaf, 0));
+        // The GHCB is read, then written back whole: under the guest-memory
+        // lock and the guest VMPL's RMP permissions, so the write-back
+        // cannot land on a page another CPU's CREATE_VCPU revoked and
+        // checked after the read (the same ordering as fw_cfg DMA).
+        let checked = guest_mem::guest();
+        let action = {
+            let state = self.memory.lock();
+            let memory = VmplMemory::new(&checked, &state.rmp, GUEST_VMPL);
+            cpu.ghcb.vmgexit(&memory, &|leaf| cpuid(leaf, 0))
+        };
         let stop = match action {
             VmgexitAction::Resume => None,
             VmgexitAction::RunVmpl0 => Some(GuestExit::Request),
