@@ -22,12 +22,14 @@
 use std::cell::RefCell;
 
 use abi::boot::MemoryRange;
+use abi::snp_instr::VmplPermissions;
 use arbitrary::Arbitrary;
 use iced_x86::{Decoder, DecoderOptions};
 use kernel::crb::decode::{Access, CpuMode, decode};
 use kernel::crb::mmio::{DeviceWindow, GuestPaging, MmioDevice, emulate};
 use kernel::guest_mem::{CheckedGuestMemory, Fault, GuestLayout, OwnedPages, RawGuestMemory};
 use kernel::host_doubles::{FakeGuestCpu, FakeGuestRam};
+use kernel::svm::rmp::{LockedVmplMemory, PageState, Rmp};
 use libfuzzer_sys::fuzz_target;
 
 const RAM_SIZE: u64 = 0x40_0000;
@@ -155,6 +157,16 @@ fuzz_target!(|input: Input| {
     let layout = GuestLayout::new(&[MemoryRange { base: 0, size: RAM_SIZE }], &[SVSM]);
     let owned = OwnedPages::new();
     let memory = CheckedGuestMemory::new(&layout, &owned, &ram);
+    // MOVS elements as the dev platform moves them: under the RMP's lock,
+    // with the guest's VMPL (2) allowed all guest RAM and none of the SVSM's.
+    let guest_page = PageState::new(true, VmplPermissions::ALL);
+    let svsm_end = SVSM.base + SVSM.size;
+    let rmp = spin::Mutex::new(Rmp::new(&[
+        (MemoryRange { base: 0, size: SVSM.base }, guest_page),
+        (SVSM, PageState::new(true, VmplPermissions::NONE)),
+        (MemoryRange { base: svsm_end, size: RAM_SIZE - svsm_end }, guest_page),
+    ]));
+    let movs_ram = LockedVmplMemory::new(&memory, &rmp, |rmp| rmp, 2);
     let mut registers = input.registers;
     for (i, register) in registers.iter_mut().enumerate() {
         if input.point_into_window & (1 << i) != 0 {
@@ -181,7 +193,9 @@ fuzz_target!(|input: Input| {
     let mut device = Device(RefCell::new(0));
     let fault_gpa = DEVICE_BASE + u64::from(input.fault_page) * 0x10;
     let mut window = DeviceWindow { base: DEVICE_BASE, size: DEVICE_SIZE, device: &mut device };
-    let Ok(instruction) = emulate(&mut cpu, &memory, fault_gpa, &mut window) else { return };
+    let Ok(instruction) = emulate(&mut cpu, &memory, &movs_ram, fault_gpa, &mut window) else {
+        return;
+    };
     let moved = cpu.rip.wrapping_sub(rip);
     let allowed: Vec<usize> = match instruction.access {
         Access::Load { destination, .. } => vec![usize::from(destination.number)],

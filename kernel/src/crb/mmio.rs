@@ -11,9 +11,23 @@
 //! 4. perform the access on the [`MmioDevice`] (MOVS elements may also touch
 //!    guest RAM), write the destination register, advance RIP.
 //!
-//! Every guest-physical access the emulation makes for the guest (page
-//! tables, instruction bytes, the RAM side of MOVS) goes through the checked
-//! guest memory, so a guest cannot use the emulator to reach SVSM memory.
+//! Every guest-physical access the emulation makes for the guest goes
+//! through checked guest memory, so a guest cannot use the emulator to reach
+//! SVSM memory. Two views are passed in:
+//! - `tables`, for the page walks and the instruction bytes: the checked
+//!   guest memory, unlocked. These accesses only read (the walker sets no
+//!   accessed or dirty bits), so an RMPADJUST on another CPU cannot be
+//!   undone by them: at worst they read a page the guest's VMPL was just
+//!   denied and the SVSM has not yet taken (`OWNED` refuses it after), whose
+//!   bytes are the guest's own, and nothing is written back.
+//! - `ram`, for the RAM side of MOVS elements, which writes guest memory on
+//!   the guest's behalf: on the dev platform a
+//!   [`LockedVmplMemory`](crate::svm::rmp::LockedVmplMemory), so each
+//!   element's check (the guest's VMPL must have WRITE to be written, READ to
+//!   be read) and copy run under the guest-memory lock that RMPADJUST takes,
+//!   and a page CREATE_VCPU revoked is never written after the revoke. The
+//!   lock is not held across the device's side of an element (a CRB write
+//!   may run a whole vTPM command).
 
 use super::decode::{
     Access, CpuMode, DecodeError, Extend, Instruction, MemoryOperand, Register, Segment, Source,
@@ -103,22 +117,25 @@ impl DeviceWindow<'_> {
     }
 }
 
-/// Emulates the instruction that faulted on `fault_gpa` (inside `window`).
-/// On success the guest's registers and RIP are updated; on error nothing
-/// visible to the guest changed except completed MOVS elements.
+/// Emulates the instruction that faulted on `fault_gpa` (inside `window`),
+/// reading page tables and instruction bytes from `tables` and moving MOVS
+/// elements to and from `ram` (see the module doc). On success the guest's
+/// registers and RIP are updated; on error nothing visible to the guest
+/// changed except completed MOVS elements.
 pub fn emulate(
     cpu: &mut dyn GuestCpu,
-    memory: &dyn GuestMemory,
+    tables: &dyn GuestMemory,
+    ram: &dyn GuestMemory,
     fault_gpa: u64,
     window: &mut DeviceWindow<'_>,
 ) -> Result<Instruction, MmioError> {
     let mode = cpu.mode();
-    let bytes = fetch(cpu, memory)?;
+    let bytes = fetch(cpu, tables)?;
     let instruction = decode(bytes.as_slice(), mode).map_err(MmioError::Decode)?;
     let next_rip = advance(cpu.rip(), instruction.length, mode);
     match instruction.access {
         Access::Load { memory: operand, size, destination, extend } => {
-            let gpa = operand_gpa(cpu, memory, &operand, next_rip, AccessKind::Read)?;
+            let gpa = operand_gpa(cpu, tables, &operand, next_rip, AccessKind::Read)?;
             let offset = device_offset(window, gpa, size, fault_gpa)?;
             let value = window.device.read(offset, size);
             let value = match extend {
@@ -128,7 +145,7 @@ pub fn emulate(
             write_register(cpu, destination, value, mode);
         }
         Access::Store { memory: operand, size, source } => {
-            let gpa = operand_gpa(cpu, memory, &operand, next_rip, AccessKind::Write)?;
+            let gpa = operand_gpa(cpu, tables, &operand, next_rip, AccessKind::Write)?;
             let offset = device_offset(window, gpa, size, fault_gpa)?;
             let value = match source {
                 Source::Register(register) => read_register(cpu, register),
@@ -137,7 +154,8 @@ pub fn emulate(
             window.device.write(offset, size, value);
         }
         Access::Movs { size, segment, repeat, address_size } => {
-            let done = movs(cpu, memory, window, size, segment, repeat, address_size)?;
+            let views = GuestViews { tables, ram };
+            let done = movs(cpu, &views, window, size, segment, repeat, address_size)?;
             if !done {
                 return Ok(instruction);
             }
@@ -283,12 +301,21 @@ const RCX: u8 = 1;
 const RSI: u8 = 6;
 const RDI: u8 = 7;
 
+/// The two views of guest memory [`emulate`] is given.
+struct GuestViews<'a> {
+    /// Page tables (read only, unlocked).
+    tables: &'a dyn GuestMemory,
+    /// The RAM side of MOVS elements.
+    ram: &'a dyn GuestMemory,
+}
+
 /// MOVS: copies elements between the device and guest RAM (either side may
-/// be either). Returns whether the instruction is complete (false: the
-/// per-exit budget ran out; the guest re-executes it).
+/// be either), translating through the page tables and moving RAM bytes
+/// through the RAM view. Returns whether the instruction is complete
+/// (false: the per-exit budget ran out; the guest re-executes it).
 fn movs(
     cpu: &mut dyn GuestCpu,
-    memory: &dyn GuestMemory,
+    views: &GuestViews<'_>,
     window: &mut DeviceWindow<'_>,
     size: u8,
     segment: Segment,
@@ -309,10 +336,10 @@ fn movs(
         let destination = cpu.register(RDI) & mask;
         let source_linear = linear_address(cpu, segment, source, mode);
         let destination_linear = linear_address(cpu, Segment::Es, destination, mode);
-        let source_gpa = translate(cpu, memory, source_linear, AccessKind::Read)?;
-        let destination_gpa = translate(cpu, memory, destination_linear, AccessKind::Write)?;
-        let value = load(memory, window, source_gpa, size)?;
-        store(memory, window, destination_gpa, size, value)?;
+        let source_gpa = translate(cpu, views.tables, source_linear, AccessKind::Read)?;
+        let destination_gpa = translate(cpu, views.tables, destination_linear, AccessKind::Write)?;
+        let value = load(views.ram, window, source_gpa, size)?;
+        store(views.ram, window, destination_gpa, size, value)?;
         // With 32-bit addresses the registers are written as 32-bit
         // registers: zero-extended.
         cpu.set_register(RSI, source.wrapping_add(step) & mask);

@@ -35,19 +35,22 @@ pub fn contains(gpa: u64) -> bool {
     (CRB_BASE..CRB_BASE + CRB_SIZE).contains(&gpa)
 }
 
-/// Emulates the guest access that faulted at `gpa` (in the CRB range):
-/// on success the guest's registers and RIP are updated and it can be
-/// re-entered; an error is for the platform to report (the guest cannot go
-/// on past an instruction nobody performed).
+/// Emulates the guest access that faulted at `gpa` (in the CRB range),
+/// walking the guest's page tables in `tables` and moving MOVS elements
+/// through `ram` ([`mmio::emulate`] says what each must be): on success the
+/// guest's registers and RIP are updated and it can be re-entered; an error
+/// is for the platform to report (the guest cannot go on past an
+/// instruction nobody performed).
 pub fn handle_npf(
     cpu: &mut dyn GuestCpu,
-    memory: &dyn GuestMemory,
+    tables: &dyn GuestMemory,
+    ram: &dyn GuestMemory,
     gpa: u64,
 ) -> Result<(), MmioError> {
     let mut crb = CRB.lock();
     let device = crb.get_or_insert_with(|| CrbDevice::new(SvsmVtpm));
     let mut window = DeviceWindow { base: CRB_BASE, size: CRB_SIZE, device };
-    mmio::emulate(cpu, memory, gpa, &mut window).map(|_| ())
+    mmio::emulate(cpu, tables, ram, gpa, &mut window).map(|_| ())
 }
 
 /// The CRB device's counters (zero before the first access).

@@ -58,7 +58,7 @@ use crate::svm::fpu::{XSTATE_MANAGED, XsaveArea};
 use crate::svm::fw_cfg::{self, FwCfgDevice, FwCfgFilter};
 use crate::svm::ghcb::{GhcbState, VmgexitAction};
 use crate::svm::npt::{Access, NestedTables};
-use crate::svm::rmp::{PageState, Rmp, VmplMemory};
+use crate::svm::rmp::{LockedVmplMemory, PageState, Rmp, VmplMemory};
 use crate::svm::vmrun;
 
 /// VM_CR: SVM configuration (bit 4: SVM disabled by firmware).
@@ -413,8 +413,16 @@ impl Dev {
 
     /// An access to an emulated device page (the CRB of the vTPM).
     fn mmio(&self, cpu: &mut DevCpu, gpa: u64) -> Next {
-        let memory = guest_mem::guest();
-        match crate::crb::handle_npf(&mut GuestCpuView { cpu }, &memory, gpa) {
+        let checked = guest_mem::guest();
+        // MOVS elements in guest RAM are checked against the guest VMPL's
+        // RMP permissions and copied under the guest-memory lock, one
+        // element at a time, so none lands on a page another CPU's
+        // CREATE_VCPU revoked and checked (as fw_cfg DMA and the GHCB). The
+        // lock is not held across CRB register accesses (a vTPM command):
+        // lock order CRB, then guest memory; nothing under the guest-memory
+        // lock takes the CRB's.
+        let ram = LockedVmplMemory::new(&checked, &self.memory, |state| &state.rmp, GUEST_VMPL);
+        match crate::crb::handle_npf(&mut GuestCpuView { cpu }, &checked, &ram, gpa) {
             Ok(()) => {
                 cpu.vmcb.control.interrupt_shadow = 0;
                 Next::Resume

@@ -16,7 +16,9 @@
 //!
 //! [`VmplMemory`] is guest memory as the guest's VMPL may access it under
 //! this RMP, for the SVSM and devices acting on the guest's behalf (fw_cfg
-//! DMA).
+//! DMA). [`LockedVmplMemory`] is the same for callers that must not hold
+//! the RMP's lock between accesses (the CRB's MOVS emulation): each access
+//! takes the lock for its check and copy only.
 //!
 //! Rules where the references are silent, chosen to match what SVSMs rely
 //! on: RMPADJUST of a page that is not validated fails with FAIL_INPUT;
@@ -31,6 +33,8 @@ use abi::layout::{LARGE_PAGE_SIZE, PAGE_SIZE};
 use abi::snp_instr::{
     PvalidateError, RmpAdjustAttributes, RmpAdjustError, RmpPageSize, VmplPermissions,
 };
+
+use spin::Mutex;
 
 use crate::guest_mem::{GuestMemory, InvalidGpa};
 
@@ -313,6 +317,55 @@ impl GuestMemory for VmplMemory<'_> {
     fn zero(&self, gpa: u64, len: u64) -> Result<(), InvalidGpa> {
         self.check_for(gpa, len, VmplPermissions::WRITE)?;
         self.memory.zero(gpa, len)
+    }
+}
+
+/// [`VmplMemory`] under the lock of the state `S` that holds the RMP, taken
+/// by each access for its check and copy only and released before it
+/// returns: no RMPADJUST under that lock changes the guest's permissions
+/// between an access's check and its copy, and nothing the caller does
+/// between accesses (a vTPM command run by a CRB write) holds it.
+pub struct LockedVmplMemory<'a, S> {
+    memory: &'a dyn GuestMemory,
+    state: &'a Mutex<S>,
+    rmp: fn(&S) -> &Rmp,
+    vmpl: u8,
+}
+
+impl<'a, S> LockedVmplMemory<'a, S> {
+    /// `memory` as `vmpl` may access it under the RMP that `rmp` finds in
+    /// the state behind `state`.
+    pub fn new(
+        memory: &'a dyn GuestMemory,
+        state: &'a Mutex<S>,
+        rmp: fn(&S) -> &Rmp,
+        vmpl: u8,
+    ) -> LockedVmplMemory<'a, S> {
+        LockedVmplMemory { memory, state, rmp, vmpl }
+    }
+
+    /// Runs `access` on the [`VmplMemory`] view, under the lock.
+    fn locked<T>(&self, access: impl FnOnce(&VmplMemory<'_>) -> T) -> T {
+        let state = self.state.lock();
+        access(&VmplMemory::new(self.memory, (self.rmp)(&state), self.vmpl))
+    }
+}
+
+impl<S> GuestMemory for LockedVmplMemory<'_, S> {
+    fn check(&self, gpa: u64, len: u64) -> Result<(), InvalidGpa> {
+        self.locked(|memory| memory.check(gpa, len))
+    }
+
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), InvalidGpa> {
+        self.locked(|memory| memory.read(gpa, buf))
+    }
+
+    fn write(&self, gpa: u64, data: &[u8]) -> Result<(), InvalidGpa> {
+        self.locked(|memory| memory.write(gpa, data))
+    }
+
+    fn zero(&self, gpa: u64, len: u64) -> Result<(), InvalidGpa> {
+        self.locked(|memory| memory.zero(gpa, len))
     }
 }
 

@@ -1,12 +1,17 @@
 //! MMIO emulation over a fake vCPU, fake guest RAM with real 4-level page
-//! tables, and the checked guest-memory accessor.
+//! tables, the checked guest-memory accessor for the page walks, and MOVS
+//! elements through it under the guest VMPL's permissions in an emulated
+//! RMP behind a lock, as on the dev platform.
 
 use abi::boot::MemoryRange;
+use abi::snp_instr::{RmpAdjustAttributes, RmpPageSize, VmplPermissions};
+use spin::Mutex;
 
 use super::*;
 use crate::crb::device::{CRB_BASE, CRB_SIZE, CTRL_START, CrbDevice, DATA_BUFFER, LOC_CTRL};
 use crate::guest_mem::{CheckedGuestMemory, GuestLayout, OwnedPages, RawGuestMemory};
 use crate::host_doubles::{FakeGuestCpu, FakeGuestRam};
+use crate::svm::rmp::{LockedVmplMemory, PageState, Rmp};
 use crate::vtpm::tests::{service, startup};
 
 const RAM_SIZE: u64 = 0x100_0000;
@@ -36,18 +41,32 @@ const CR4_PAE: u64 = 1 << 5;
 const EFER_LMA: u64 = 1 << 10;
 const EFER_NXE: u64 = 1 << 11;
 
+/// The guest's VMPL on the dev platform.
+const VMPL: u8 = 2;
+
 struct Guest {
     ram: FakeGuestRam,
     layout: GuestLayout,
     owned: OwnedPages,
+    /// Guest RAM validated with every permission for the guest's VMPL (as
+    /// after PVALIDATE), the SVSM's region with none; behind a lock as the
+    /// dev platform's guest-memory state.
+    rmp: Mutex<Rmp>,
 }
 
 impl Guest {
     fn new() -> Guest {
+        let guest_page = PageState::new(true, VmplPermissions::ALL);
+        let svsm_end = SVSM.base + SVSM.size;
         let guest = Guest {
             ram: FakeGuestRam::new(0, RAM_SIZE),
             layout: GuestLayout::new(&[MemoryRange { base: 0, size: RAM_SIZE }], &[SVSM]),
             owned: OwnedPages::new(),
+            rmp: Mutex::new(Rmp::new(&[
+                (MemoryRange { base: 0, size: SVSM.base }, guest_page),
+                (SVSM, PageState::new(true, VmplPermissions::NONE)),
+                (MemoryRange { base: svsm_end, size: RAM_SIZE - svsm_end }, guest_page),
+            ])),
         };
         let entry = |table: u64, index: u64, value: u64| {
             guest.ram.write(table + index * 8, &value.to_le_bytes()).unwrap();
@@ -69,6 +88,18 @@ impl Guest {
 
     fn memory(&self) -> CheckedGuestMemory<'_> {
         CheckedGuestMemory::new(&self.layout, &self.owned, &self.ram)
+    }
+
+    /// MOVS elements' view: the checked memory under the RMP's lock.
+    fn ram<'a>(&'a self, checked: &'a CheckedGuestMemory<'a>) -> LockedVmplMemory<'a, Rmp> {
+        LockedVmplMemory::new(checked, &self.rmp, |rmp| rmp, VMPL)
+    }
+
+    /// RMPADJUST of the 4 KiB page at `gpa`: the guest's VMPL gets
+    /// `permissions`.
+    fn rmpadjust(&self, gpa: u64, permissions: VmplPermissions) {
+        let attributes = RmpAdjustAttributes { target_vmpl: VMPL, permissions, vmsa: false };
+        self.rmp.lock().rmpadjust(gpa, RmpPageSize::Size4K, attributes).unwrap();
     }
 
     fn put_code(&self, bytes: &[u8]) {
@@ -119,7 +150,8 @@ fn run(
     device: &mut Recorder,
 ) -> Result<Instruction, MmioError> {
     let mut window = DeviceWindow { base: CRB_BASE, size: CRB_SIZE, device };
-    emulate(cpu, &guest.memory(), fault, &mut window)
+    let checked = guest.memory();
+    emulate(cpu, &checked, &guest.ram(&checked), fault, &mut window)
 }
 
 #[test]
@@ -408,11 +440,12 @@ fn a_tpm_command_through_emulated_instructions() {
     let guest = Guest::new();
     let mut crb = CrbDevice::new(service());
     let memory = guest.memory();
+    let ram = guest.ram(&memory);
     let mut emulate_at = |cpu: &mut FakeGuestCpu, code: &[u8], fault: u64| {
         guest.put_code(code);
         cpu.rip = CODE;
         let mut window = DeviceWindow { base: CRB_BASE, size: CRB_SIZE, device: &mut crb };
-        emulate(cpu, &memory, fault, &mut window).unwrap();
+        emulate(cpu, &memory, &ram, fault, &mut window).unwrap();
     };
     let mut cpu = long_mode_cpu();
     // mov dword [rdi], 1: request locality 0.
@@ -436,4 +469,114 @@ fn a_tpm_command_through_emulated_instructions() {
     guest.ram.read(0x20_1100, &mut response).unwrap();
     assert_eq!(response, [0x80, 0x01, 0, 0, 0, 10, 0, 0, 0, 0]);
     assert_eq!(crb.stats().commands, 1);
+}
+
+/// CREATE_VCPU revokes the guest's rights on the page it checks: a MOVS
+/// from the device into that page must not write it. The emulator reports
+/// the refused element as a guest-memory error (the platform stops the
+/// guest), after the elements before the page.
+#[test]
+fn movs_into_a_page_whose_write_permission_was_revoked_writes_nothing() {
+    let guest = Guest::new();
+    guest.put_code(&[0xF3, 0xA4]); // rep movsb from the device into RAM
+    guest.ram.write(0x20_1000, &[0xEE; 0x1000]).unwrap();
+    guest.rmpadjust(0x20_1000, VmplPermissions::READ | VmplPermissions::EXECUTE_USER);
+    let mut cpu = long_mode_cpu();
+    cpu.registers[1] = 4;
+    cpu.registers[6] = DEVICE + 0x80;
+    cpu.registers[7] = DATA;
+    let mut device = Recorder::default();
+    assert_eq!(
+        run(&guest, &mut cpu, CRB_BASE + 0x80, &mut device),
+        Err(MmioError::GuestMemory { gpa: 0x20_1000 })
+    );
+    let mut page = [0u8; 0x1000];
+    guest.ram.read(0x20_1000, &mut page).unwrap();
+    assert!(page.iter().all(|&byte| byte == 0xEE), "the revoked page was written");
+    assert_eq!((cpu.registers[1], cpu.registers[7], cpu.rip), (4, DATA, CODE), "nothing done");
+
+    // A REP MOVS that runs into the revoked page from the page before:
+    // the elements before it land, none on it.
+    guest.put_code(&[0xF3, 0xA5]); // rep movsd, 4 elements, the last two on DATA's page
+    guest.rmpadjust(0x20_1000, VmplPermissions::NONE);
+    cpu.registers[1] = 4;
+    cpu.registers[6] = DEVICE + 0x80;
+    cpu.registers[7] = DATA - 8; // the page of the code, mapped writable
+    let result = run(&guest, &mut cpu, CRB_BASE + 0x80, &mut device);
+    assert_eq!(result, Err(MmioError::GuestMemory { gpa: 0x20_1000 }));
+    let mut before = [0u8; 8];
+    guest.ram.read(0x20_0FF8, &mut before).unwrap();
+    assert_eq!(
+        before,
+        [0x91, 0x22, 0x33, 0x44, 0x95, 0x22, 0x33, 0x44],
+        "device offsets 0x80, 0x84"
+    );
+    guest.ram.read(0x20_1000, &mut page).unwrap();
+    assert!(page.iter().all(|&byte| byte == 0xEE), "the revoked page was written");
+    assert_eq!((cpu.registers[1], cpu.registers[7]), (2, DATA), "two elements done");
+
+    // Given back, the same MOVS completes.
+    guest.rmpadjust(0x20_1000, VmplPermissions::ALL);
+    run(&guest, &mut cpu, CRB_BASE + 0x80, &mut device).unwrap();
+    assert_eq!((cpu.registers[1], cpu.registers[7]), (0, DATA + 8));
+    assert_eq!(cpu.rip, CODE + 2);
+}
+
+/// A MOVS from RAM into the device needs the guest VMPL's READ permission
+/// on the RAM page: without it the device gets nothing.
+#[test]
+fn movs_from_a_page_the_guest_may_not_read_is_refused() {
+    let guest = Guest::new();
+    guest.put_code(&[0xA5]); // movsd from RAM into the device
+    guest.rmpadjust(0x20_1000, VmplPermissions::WRITE);
+    let mut cpu = long_mode_cpu();
+    cpu.registers[6] = DATA;
+    cpu.registers[7] = DEVICE + 0x80;
+    let mut device = Recorder::default();
+    assert_eq!(
+        run(&guest, &mut cpu, CRB_BASE + 0x80, &mut device),
+        Err(MmioError::GuestMemory { gpa: 0x20_1000 })
+    );
+    assert!(device.writes.is_empty());
+    assert_eq!(cpu.rip, CODE);
+}
+
+/// The guest-memory lock is held for a MOVS element's RAM access only:
+/// the device (where a CRB write runs a vTPM command) is called with it
+/// free, so a revoke on another CPU never waits for a command.
+#[test]
+fn the_rmp_lock_is_free_while_the_device_runs() {
+    struct LockProbe<'a> {
+        rmp: &'a Mutex<Rmp>,
+        calls: usize,
+    }
+    impl MmioDevice for LockProbe<'_> {
+        fn read(&mut self, _offset: u64, _size: u8) -> u64 {
+            assert!(!self.rmp.is_locked(), "device read under the RMP lock");
+            self.calls += 1;
+            0x5A
+        }
+        fn write(&mut self, _offset: u64, _size: u8, _value: u64) {
+            assert!(!self.rmp.is_locked(), "device write under the RMP lock");
+            self.calls += 1;
+        }
+    }
+    let guest = Guest::new();
+    let checked = guest.memory();
+    let ram = guest.ram(&checked);
+    let mut device = LockProbe { rmp: &guest.rmp, calls: 0 };
+    let mut cpu = long_mode_cpu();
+    for (code, source, destination) in [(0xA4, DATA, DEVICE), (0xA4, DEVICE, DATA)] {
+        guest.put_code(&[0xF3, code]);
+        cpu.rip = CODE;
+        cpu.registers[1] = 3;
+        cpu.registers[6] = source;
+        cpu.registers[7] = destination;
+        let mut window = DeviceWindow { base: CRB_BASE, size: CRB_SIZE, device: &mut device };
+        emulate(&mut cpu, &checked, &ram, CRB_BASE, &mut window).unwrap();
+    }
+    assert_eq!(device.calls, 6);
+    let mut bytes = [0u8; 3];
+    guest.ram.read(0x20_1000, &mut bytes).unwrap();
+    assert_eq!(bytes, [0x5A; 3]);
 }
