@@ -345,10 +345,13 @@ pub const REPORTED_BANKS: [(&str, u16); 3] =
 /// wiped as they are freed) and, in the kernel, zeroes its whole arena.
 /// Later commands get failure mode responses.
 pub fn shutdown() {
+    // The CRB's figures first: the CRB takes its lock and then VTPM's to run
+    // a command, so taking them in the other order here could deadlock with
+    // a command on another CPU.
+    let crb = crate::crb::stats();
     let mut vtpm = VTPM.lock();
     if let Some(service) = vtpm.as_mut() {
         log::info!("vTPM: {} commands executed", service.commands());
-        let crb = crate::crb::stats();
         if crb.commands > 0 {
             log::info!(
                 "CRB: {} commands ({} PCR_Extend), {} emulated accesses ({} per command), {} TSC \
