@@ -4,6 +4,16 @@
 //! RAM whose 4-level page tables map code, data, SVSM memory and the device
 //! page, plus pages the input may point anywhere.
 //!
+//! The guest executes the instruction again and again (an unfinished REP
+//! MOVS resumes where it stopped) while its VMPL (2) loses and regains
+//! permissions on pages in the emulated RMP, as CREATE_VCPU and DEPOSIT_MEM
+//! revoke pages and WITHDRAW_MEM or a failed call gives them back: between
+//! instructions, and while the device handles a MOVS element (another CPU's
+//! RMPADJUST, which the emulator must not hold off across the device's side).
+//! The RAM side of MOVS goes through `svm::rmp::LockedVmplMemory`, as on the
+//! dev platform; page walks and instruction bytes through the checked guest
+//! memory (read only, not ordered against revokes by design).
+//!
 //! Properties checked:
 //! - nothing panics;
 //! - every instruction the decoder accepts has the length iced-x86 gives it
@@ -11,18 +21,24 @@
 //! - every guest-physical access the emulation makes for the guest (page
 //!   tables, instruction bytes, the RAM side of MOVS) lies in guest RAM and
 //!   outside SVSM memory;
+//! - page walks and instruction fetches never write guest memory;
+//! - a MOVS element writes guest RAM only on pages where VMPL2 has WRITE at
+//!   that moment, and reads it (to give the device) only where it has READ;
+//! - the RMP lock is free whenever the device runs;
 //! - every device access lies inside the device window and is 1, 2, 4 or 8
 //!   bytes;
 //! - on success RIP moved by exactly the instruction's length (or, for an
 //!   unfinished REP MOVS, not at all), and only the registers the
-//!   instruction names changed.
+//!   instruction names changed; on failure RIP did not move and only the
+//!   MOVS registers (of completed elements) changed.
 
 #![no_main]
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 
 use abi::boot::MemoryRange;
-use abi::snp_instr::VmplPermissions;
+use abi::snp_instr::{RmpAdjustAttributes, RmpPageSize, VmplPermissions};
 use arbitrary::Arbitrary;
 use iced_x86::{Decoder, DecoderOptions};
 use kernel::crb::decode::{Access, CpuMode, decode};
@@ -31,6 +47,7 @@ use kernel::guest_mem::{CheckedGuestMemory, Fault, GuestLayout, OwnedPages, RawG
 use kernel::host_doubles::{FakeGuestCpu, FakeGuestRam};
 use kernel::svm::rmp::{LockedVmplMemory, PageState, Rmp};
 use libfuzzer_sys::fuzz_target;
+use spin::Mutex;
 
 const RAM_SIZE: u64 = 0x40_0000;
 const SVSM: MemoryRange = MemoryRange { base: 0x20_0000, size: 0x10_0000 };
@@ -53,6 +70,11 @@ const TARGETS: [u64; 8] = [
     0x7_0000,
 ];
 const LINEAR_BASE: u64 = 0x40_0000;
+const PAGE: u64 = 0x1000;
+/// The guest's VMPL on the dev platform.
+const GUEST_VMPL: u8 = 2;
+/// At most this many actions per run.
+const MAX_ACTIONS: usize = 32;
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -70,49 +92,169 @@ struct Input {
     /// Per PT entry: flags to clear (writable, user) and whether present.
     entry_tweaks: [u8; 8],
     fault_page: u8,
+    /// What happens, in order (none: the instruction runs once).
+    actions: Vec<Action>,
 }
 
-/// Guest RAM that fails the run on any access inside SVSM memory or outside RAM.
-struct AuditedRam(FakeGuestRam);
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum Action {
+    /// The guest executes the instruction (again: from its first byte, with
+    /// the registers as the runs before left them).
+    Emulate,
+    /// RMPADJUST between instructions.
+    Rmpadjust(Adjust),
+    /// RMPADJUST by another CPU while the device handles an access of a
+    /// later instruction (queued: one per device access; the page is the
+    /// one chosen now).
+    RmpadjustDuringDevice(Adjust),
+}
 
-impl AuditedRam {
-    fn audit(gpa: u64, len: u64) {
-        let end = gpa.checked_add(len).expect("access wraps");
-        assert!(end <= RAM_SIZE, "guest-physical access {gpa:#x}+{len} beyond RAM");
-        let touched = MemoryRange { base: gpa, size: len.max(1) };
-        assert!(!touched.overlaps(&SVSM), "access {gpa:#x}+{len} touches SVSM memory");
+/// An RMPADJUST of one page: the guest VMPL's permissions set to
+/// `permissions` (low 4 bits; 0 revokes the page, 0xF gives it back).
+#[derive(Arbitrary, Debug, Clone, Copy)]
+struct Adjust {
+    page: Page,
+    permissions: u8,
+}
+
+/// Which page an [`Adjust`] changes.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum Page {
+    /// Low 7 bits: one of the pages MOVS or the walker may touch; bit 7:
+    /// the page after it (an element may run over the page's end).
+    Listed(u8),
+    /// Low 4 bits: the page a register points at now, if it points into the
+    /// mapped window (as a MOVS's RSI and RDI do); bit 7: the page after it.
+    OfRegister(u8),
+}
+
+impl Adjust {
+    /// The page's guest-physical address, given the guest's registers.
+    fn gpa(self, registers: &[u64; 16]) -> u64 {
+        let (base, next) = match self.page {
+            Page::Listed(index) => {
+                let pages = [TARGETS.as_slice(), &[PML4, PDPT, PD]].concat();
+                (pages[usize::from(index & 0x7F) % pages.len()], index & 0x80 != 0)
+            }
+            Page::OfRegister(number) => {
+                let linear = registers[usize::from(number & 0xF)].wrapping_sub(LINEAR_BASE);
+                let index = usize::try_from(linear / PAGE).unwrap_or(usize::MAX);
+                (TARGETS.get(index).copied().unwrap_or(CODE_GPA), number & 0x80 != 0)
+            }
+        };
+        base + if next { PAGE } else { 0 }
+    }
+
+    fn permissions(self) -> VmplPermissions {
+        VmplPermissions::from_bits(self.permissions & 0xF).expect("four bits")
     }
 }
 
-impl RawGuestMemory for AuditedRam {
+/// The guest VMPL's permissions as the RMP holds them, kept beside it:
+/// pages not listed have all (the SVSM's are audited apart).
+#[derive(Default)]
+struct Shadow(RefCell<BTreeMap<u64, VmplPermissions>>);
+
+impl Shadow {
+    /// Gives the guest's VMPL `permissions` on the page at `gpa` in the RMP
+    /// (the SVSM never adjusts its own pages) and, if the RMP took it, in
+    /// the shadow.
+    fn rmpadjust(&self, rmp: &mut Rmp, gpa: u64, permissions: VmplPermissions) {
+        let attributes = RmpAdjustAttributes { target_vmpl: GUEST_VMPL, permissions, vmsa: false };
+        let in_svsm = MemoryRange { base: gpa, size: PAGE }.overlaps(&SVSM);
+        if !in_svsm && rmp.rmpadjust(gpa, RmpPageSize::Size4K, attributes).is_ok() {
+            self.0.borrow_mut().insert(gpa, permissions);
+        }
+    }
+
+    /// Fails the run unless the guest's VMPL has `wanted` on every page of
+    /// `[gpa, gpa + len)`.
+    fn audit(&self, gpa: u64, len: u64, wanted: VmplPermissions) {
+        let pages = self.0.borrow();
+        let first = gpa & !(PAGE - 1);
+        for (page, permissions) in pages.range(first..gpa + len.max(1)) {
+            assert!(
+                permissions.contains(wanted),
+                "access {gpa:#x}+{len} needs {wanted:?} on page {page:#x}, VMPL2 has {permissions:?}"
+            );
+        }
+    }
+}
+
+/// Fails the run on any access inside SVSM memory or outside RAM.
+fn audit(gpa: u64, len: u64) {
+    let end = gpa.checked_add(len).expect("access wraps");
+    assert!(end <= RAM_SIZE, "guest-physical access {gpa:#x}+{len} beyond RAM");
+    let touched = MemoryRange { base: gpa, size: len.max(1) };
+    assert!(!touched.overlaps(&SVSM), "access {gpa:#x}+{len} touches SVSM memory");
+}
+
+/// The RAM the page walks and instruction fetches see: read only.
+struct TablesRam<'a>(&'a FakeGuestRam);
+
+impl RawGuestMemory for TablesRam<'_> {
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), Fault> {
-        Self::audit(gpa, buf.len() as u64);
+        audit(gpa, buf.len() as u64);
         self.0.read(gpa, buf)
     }
     fn write(&self, gpa: u64, data: &[u8]) -> Result<(), Fault> {
-        Self::audit(gpa, data.len() as u64);
-        self.0.write(gpa, data)
+        panic!("a page walk or fetch writes {gpa:#x}+{}", data.len());
     }
     fn zero(&self, gpa: u64, len: u64) -> Result<(), Fault> {
-        Self::audit(gpa, len);
-        self.0.zero(gpa, len)
+        panic!("a page walk or fetch zeroes {gpa:#x}+{len}");
     }
 }
 
-/// A device that checks its accesses and returns a fixed pattern.
-struct Device(RefCell<u64>);
+/// The RAM MOVS elements see: READ needed to read, WRITE to write.
+struct MovsRam<'a> {
+    ram: &'a FakeGuestRam,
+    shadow: &'a Shadow,
+}
 
-impl MmioDevice for Device {
+impl RawGuestMemory for MovsRam<'_> {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), Fault> {
+        audit(gpa, buf.len() as u64);
+        self.shadow.audit(gpa, buf.len() as u64, VmplPermissions::READ);
+        self.ram.read(gpa, buf)
+    }
+    fn write(&self, gpa: u64, data: &[u8]) -> Result<(), Fault> {
+        audit(gpa, data.len() as u64);
+        self.shadow.audit(gpa, data.len() as u64, VmplPermissions::WRITE);
+        self.ram.write(gpa, data)
+    }
+    fn zero(&self, gpa: u64, len: u64) -> Result<(), Fault> {
+        audit(gpa, len);
+        self.shadow.audit(gpa, len, VmplPermissions::WRITE);
+        self.ram.zero(gpa, len)
+    }
+}
+
+/// A device that checks its accesses, returns a fixed pattern and, on each
+/// access, lets another CPU run one queued RMPADJUST (page, permissions).
+struct Device<'a> {
+    rmp: &'a Mutex<Rmp>,
+    shadow: &'a Shadow,
+    queued: Vec<(u64, VmplPermissions)>,
+}
+
+impl Device<'_> {
+    fn access(&mut self, what: &str, offset: u64, size: u8) {
+        assert!(matches!(size, 1 | 2 | 4 | 8), "device {what} of {size} bytes");
+        assert!(offset + u64::from(size) <= DEVICE_SIZE, "device {what} at {offset:#x}+{size}");
+        let mut rmp = self.rmp.try_lock().expect("the RMP lock is free while the device runs");
+        if let Some((gpa, permissions)) = self.queued.pop() {
+            self.shadow.rmpadjust(&mut rmp, gpa, permissions);
+        }
+    }
+}
+
+impl MmioDevice for Device<'_> {
     fn read(&mut self, offset: u64, size: u8) -> u64 {
-        assert!(matches!(size, 1 | 2 | 4 | 8), "device read of {size} bytes");
-        assert!(offset + u64::from(size) <= DEVICE_SIZE, "device read at {offset:#x}+{size}");
-        *self.0.borrow_mut() += 1;
+        self.access("read", offset, size);
         0x0123_4567_89AB_CDEF
     }
     fn write(&mut self, offset: u64, size: u8, _value: u64) {
-        assert!(matches!(size, 1 | 2 | 4 | 8), "device write of {size} bytes");
-        assert!(offset + u64::from(size) <= DEVICE_SIZE, "device write at {offset:#x}+{size}");
-        *self.0.borrow_mut() += 1;
+        self.access("write", offset, size);
     }
 }
 
@@ -137,36 +279,48 @@ fn guest(input: &Input) -> FakeGuestRam {
     ram
 }
 
+/// The emulated RMP: guest RAM validated with every permission for the
+/// guest's VMPL, the SVSM's region with none.
+fn rmp() -> Rmp {
+    let guest = PageState::new(true, VmplPermissions::ALL);
+    let svsm_end = SVSM.base + SVSM.size;
+    Rmp::new(&[
+        (MemoryRange { base: 0, size: SVSM.base }, guest),
+        (SVSM, PageState::new(true, VmplPermissions::NONE)),
+        (MemoryRange { base: svsm_end, size: RAM_SIZE - svsm_end }, guest),
+    ])
+}
+
+fn check_decoder(code: &[u8; 16], mode: CpuMode) {
+    if let Ok(instruction) = decode(code, mode) {
+        assert!(instruction.length <= 15);
+        let bitness = if mode == CpuMode::Long64 { 64 } else { 32 };
+        let iced = Decoder::with_ip(bitness, code, 0, DecoderOptions::NONE).decode();
+        assert!(!iced.is_invalid(), "we decode {code:02x?}, iced does not");
+        assert_eq!(usize::from(instruction.length), iced.len(), "length of {code:02x?}");
+    }
+}
+
 fuzz_target!(|input: Input| {
     let mode = match input.mode % 4 {
         0 => CpuMode::Protected32,
         1 => CpuMode::Legacy16,
         _ => CpuMode::Long64,
     };
-    // The decoder alone, against iced.
-    if let Ok(instruction) = decode(&input.code, mode) {
-        assert!(instruction.length <= 15);
-        let bitness = if mode == CpuMode::Long64 { 64 } else { 32 };
-        let iced = Decoder::with_ip(bitness, &input.code, 0, DecoderOptions::NONE).decode();
-        assert!(!iced.is_invalid(), "we decode {:02x?}, iced does not", input.code);
-        assert_eq!(usize::from(instruction.length), iced.len(), "length of {:02x?}", input.code);
-    }
+    check_decoder(&input.code, mode);
 
     // The emulation.
-    let ram = AuditedRam(guest(&input));
+    let fake = guest(&input);
+    let shadow = Shadow::default();
+    let tables_ram = TablesRam(&fake);
+    let movs_raw = MovsRam { ram: &fake, shadow: &shadow };
     let layout = GuestLayout::new(&[MemoryRange { base: 0, size: RAM_SIZE }], &[SVSM]);
     let owned = OwnedPages::new();
-    let memory = CheckedGuestMemory::new(&layout, &owned, &ram);
-    // MOVS elements as the dev platform moves them: under the RMP's lock,
-    // with the guest's VMPL (2) allowed all guest RAM and none of the SVSM's.
-    let guest_page = PageState::new(true, VmplPermissions::ALL);
-    let svsm_end = SVSM.base + SVSM.size;
-    let rmp = spin::Mutex::new(Rmp::new(&[
-        (MemoryRange { base: 0, size: SVSM.base }, guest_page),
-        (SVSM, PageState::new(true, VmplPermissions::NONE)),
-        (MemoryRange { base: svsm_end, size: RAM_SIZE - svsm_end }, guest_page),
-    ]));
-    let movs_ram = LockedVmplMemory::new(&memory, &rmp, |rmp| rmp, 2);
+    let tables = CheckedGuestMemory::new(&layout, &owned, &tables_ram);
+    let movs_checked = CheckedGuestMemory::new(&layout, &owned, &movs_raw);
+    let rmp = Mutex::new(rmp());
+    // MOVS elements as the dev platform moves them: under the RMP's lock.
+    let movs_ram = LockedVmplMemory::new(&movs_checked, &rmp, |rmp| rmp, GUEST_VMPL);
     let mut registers = input.registers;
     for (i, register) in registers.iter_mut().enumerate() {
         if input.point_into_window & (1 << i) != 0 {
@@ -189,28 +343,56 @@ fuzz_target!(|input: Input| {
         },
         fs_base: input.fs_base,
     };
-    let before = cpu.registers;
-    let mut device = Device(RefCell::new(0));
+    let mut device = Device { rmp: &rmp, shadow: &shadow, queued: Vec::new() };
     let fault_gpa = DEVICE_BASE + u64::from(input.fault_page) * 0x10;
-    let mut window = DeviceWindow { base: DEVICE_BASE, size: DEVICE_SIZE, device: &mut device };
-    let Ok(instruction) = emulate(&mut cpu, &memory, &movs_ram, fault_gpa, &mut window) else {
-        return;
-    };
-    let moved = cpu.rip.wrapping_sub(rip);
-    let allowed: Vec<usize> = match instruction.access {
-        Access::Load { destination, .. } => vec![usize::from(destination.number)],
-        Access::Store { .. } => vec![],
-        Access::Movs { .. } => vec![1, 6, 7],
-    };
-    match instruction.access {
-        Access::Movs { repeat: true, .. } => {
-            assert!(moved == 0 || moved == u64::from(instruction.length), "RIP moved {moved}");
-        }
-        _ => assert_eq!(moved, u64::from(instruction.length), "RIP moved {moved}"),
-    }
-    for (i, (after, before)) in cpu.registers.iter().zip(before).enumerate() {
-        if !allowed.contains(&i) {
-            assert_eq!(*after, before, "register {i} changed by {instruction:?}");
+    let actions = if input.actions.is_empty() { vec![Action::Emulate] } else { input.actions };
+    for action in actions.into_iter().take(MAX_ACTIONS) {
+        match action {
+            Action::Rmpadjust(adjust) => {
+                let gpa = adjust.gpa(&cpu.registers);
+                shadow.rmpadjust(&mut rmp.lock(), gpa, adjust.permissions());
+            }
+            Action::RmpadjustDuringDevice(adjust) => {
+                device.queued.push((adjust.gpa(&cpu.registers), adjust.permissions()));
+            }
+            Action::Emulate => {
+                cpu.rip = rip;
+                let before = cpu.registers;
+                let mut window =
+                    DeviceWindow { base: DEVICE_BASE, size: DEVICE_SIZE, device: &mut device };
+                let result = emulate(&mut cpu, &tables, &movs_ram, fault_gpa, &mut window);
+                let outcome = result.as_ref().ok().map(|i| (&i.access, i.length));
+                check_registers(&cpu, rip, &before, outcome);
+            }
         }
     }
 });
+
+/// RIP and the registers after one emulation that started at `rip` with
+/// `before`: `outcome` is the instruction's access and length on success.
+fn check_registers(
+    cpu: &FakeGuestCpu,
+    rip: u64,
+    before: &[u64; 16],
+    outcome: Option<(&Access, u8)>,
+) {
+    let (access, length) = (outcome.map(|(access, _)| access), outcome.map_or(0, |(_, l)| l));
+    let moved = cpu.rip.wrapping_sub(rip);
+    let allowed: Vec<usize> = match access {
+        Some(Access::Load { destination, .. }) => vec![usize::from(destination.number)],
+        Some(Access::Store { .. }) => vec![],
+        // A failed MOVS keeps its completed elements.
+        Some(Access::Movs { .. }) | None => vec![1, 6, 7],
+    };
+    match access {
+        Some(Access::Movs { repeat: true, .. }) => {
+            assert!(moved == 0 || moved == u64::from(length), "RIP moved {moved}");
+        }
+        _ => assert_eq!(moved, u64::from(length), "RIP moved {moved}"),
+    }
+    for (i, (after, before)) in cpu.registers.iter().zip(before).enumerate() {
+        if !allowed.contains(&i) {
+            assert_eq!(after, before, "register {i} changed by {access:?}");
+        }
+    }
+}
